@@ -79,7 +79,9 @@ export EVF_SAM_ROOT="$ROOT"
 ENV
 
 # ---- 4. colcon build of the package (interfaces + Python + launch/config) --------------
-BUILD_HASH=$(hash_of package.xml CMakeLists.txt msg/*.msg srv/*.srv "$VENV/.evf_sam_ros-requirements")
+# (symlink install: a content edit of launch/config needs no rebuild, a new file does)
+BUILD_HASH=$( { cat package.xml CMakeLists.txt msg/*.msg srv/*.srv "$VENV/.evf_sam_ros-requirements";
+                find launch config -type f 2>/dev/null | sort; } | sha256sum | cut -c1-16)
 if ! stamp_ok build "$BUILD_HASH" || [ ! -d "$INSTALL" ]; then
   say "building the ROS package with colcon (interfaces, node, launch files)"
   # shellcheck disable=SC1091

@@ -1,0 +1,166 @@
+"""`evf-sam`: segment an image file with text prompts, without ROS.
+
+    evf-sam segment photo.jpg "the red cup" "[semantic] table" --model DIR --device cuda --dtype bf16 --out out/
+    evf-sam info --model DIR
+
+Writes one mask PNG per prompt (0/255), an overlay PNG and summary.json (score, bbox, centroid,
+area, timings). Without --model, the embedded synthetic tabletop demo model is used.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import re
+import sys
+import time
+
+import numpy as np
+
+__all__ = ['main']
+
+
+def _slug(text: str, max_len: int = 40) -> str:
+    return re.sub(r'[^a-z0-9]+', '_', text.lower()).strip('_')[:max_len] or 'prompt'
+
+
+def _read_rgb(path: pathlib.Path) -> np.ndarray:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not path.is_file():
+        raise SystemExit(f'evf-sam: error: image {path} does not exist')
+    try:
+        with Image.open(path) as image:
+            # Camera JPEGs often carry the orientation in EXIF only.
+            return np.asarray(ImageOps.exif_transpose(image).convert('RGB'))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise SystemExit(f'evf-sam: error: cannot read {path} as an image ({exc}); '
+                         'use a PNG or JPEG file') from None
+
+
+def _load(args):
+    from evf_sam_ros.model import load_model
+
+    start = time.perf_counter()
+    predictor = load_model(args.model, device=args.device, dtype=args.dtype,
+                           allow_download=args.allow_download)
+    if predictor.is_default_model:
+        print('evf-sam: using the embedded synthetic tabletop demo model (real scenes need a real '
+              'checkpoint: --model YxZhang/evf-sam2 or a local directory)', file=sys.stderr)
+    return predictor, time.perf_counter() - start
+
+
+def _cmd_segment(args) -> int:
+    import torch
+    from PIL import Image
+
+    from evf_sam_ros.model import mask_area, mask_bbox, mask_centroid
+    from evf_sam_ros.visualization import draw_overlay
+
+    rgb = _read_rgb(pathlib.Path(args.image))
+    predictor, load_s = _load(args)
+
+    def timed(fn, *a):
+        if predictor.device.type == 'cuda':
+            torch.cuda.synchronize(predictor.device)
+        start = time.perf_counter()
+        value = fn(*a)
+        if predictor.device.type == 'cuda':
+            torch.cuda.synchronize(predictor.device)
+        return value, time.perf_counter() - start
+
+    features, encode_s = timed(predictor.encode_image, rgb)
+    results, segment_s = timed(predictor.segment, features, list(args.prompts))
+
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for k, result in enumerate(results):
+        mask_file = f'mask_{k + 1:02d}_{_slug(result.prompt)}.png'
+        Image.fromarray(result.mask.astype(np.uint8) * 255).save(out / mask_file)
+        centroid = mask_centroid(result.mask)
+        entries.append({
+            'prompt': result.prompt,
+            'label': k + 1,
+            'score': round(float(result.score), 5),
+            'object_score': None if result.object_score is None else round(float(result.object_score), 5),
+            'area': mask_area(result.mask),
+            'bbox_xywh': mask_bbox(result.mask),
+            'centroid_xy': None if centroid is None else [round(c, 2) for c in centroid],
+            'mask_file': mask_file,
+        })
+    texts = [f'{k + 1}: {r.prompt} {r.score:.2f}' for k, r in enumerate(results)]
+    Image.fromarray(draw_overlay(rgb, [r.mask for r in results], texts)).save(out / 'overlay.png')
+    summary = {
+        'image': str(args.image),
+        'image_size_hw': list(rgb.shape[:2]),
+        'model': predictor.name,
+        'device': str(predictor.device),
+        'dtype': str(predictor.dtype).replace('torch.', ''),
+        'results': entries,
+        'timings_ms': {'load': round(load_s * 1e3, 1), 'encode_image': round(encode_s * 1e3, 1),
+                       'segment_all_prompts': round(segment_s * 1e3, 1)},
+    }
+    (out / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
+    for entry in entries:
+        print(f"{entry['label']:>2}  {entry['prompt']!r:40}  score {entry['score']:+.3f}  "
+              f"area {entry['area']:>8}  bbox {entry['bbox_xywh']}")
+    print(f'evf-sam: wrote {len(entries)} mask(s), overlay.png and summary.json to {out}')
+    return 0
+
+
+def _cmd_info(args) -> int:
+    predictor, load_s = _load(args)
+    n_params = sum(p.numel() for p in predictor.model.parameters())
+    print(json.dumps({
+        'model': predictor.name,
+        'default_model': predictor.is_default_model,
+        'device': str(predictor.device),
+        'dtype': str(predictor.dtype).replace('torch.', ''),
+        'parameters': n_params,
+        'has_object_score': predictor.has_object_score,
+        'load_s': round(load_s, 2),
+    }, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='evf-sam', description=__doc__.split('\n\n')[0])
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    def model_args(p):
+        p.add_argument('--model', default=None,
+                       help='checkpoint directory or Hugging Face id in the local cache '
+                            '(default: the embedded synthetic tabletop demo model)')
+        p.add_argument('--device', default='auto', help='auto (CUDA if available), cpu, cuda, cuda:N')
+        p.add_argument('--dtype', default='fp32', choices=['fp32', 'fp16', 'bf16'],
+                       help='compute precision (fp16/bf16 are meant for CUDA)')
+        p.add_argument('--allow-download', action='store_true',
+                       help='let huggingface_hub download a model id that is not in the local cache')
+
+    seg = sub.add_parser('segment', help='segment an image with one or more prompts')
+    seg.add_argument('image', help='image file (PNG, JPEG, ...)')
+    seg.add_argument('prompts', nargs='+', help='referring expressions; "[semantic] x" for multitask checkpoints')
+    seg.add_argument('--out', default='out', help='output directory (default: out/)')
+    model_args(seg)
+    seg.set_defaults(func=_cmd_segment)
+
+    info = sub.add_parser('info', help='load a model and print what it is')
+    model_args(info)
+    info.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from evf_sam_ros.model import EvfSamError
+
+    try:
+        return args.func(args)
+    except EvfSamError as exc:
+        print(f'evf-sam: error: {exc}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())
