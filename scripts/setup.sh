@@ -86,11 +86,11 @@ if ! stamp_ok build "$BUILD_HASH" || [ ! -d "$INSTALL" ]; then
   say "building the ROS package with colcon (interfaces, node, launch files)"
   # shellcheck disable=SC1091
   ( . "$ROOT/env.sh"
-    rm -rf "$ROOT/build" "$ROOT/install"; mkdir -p "$ROOT/log"
+    rm -rf "$ROOT/build/evf_sam_ros" "$ROOT/install"; mkdir -p "$ROOT/log"
     "$VENV/bin/colcon" --log-base "$ROOT/log" build --base-paths "$ROOT" --build-base "$ROOT/build" \
         --install-base "$ROOT/install" --symlink-install \
         --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF \
-        --event-handlers console_direct- > "$ROOT/log/colcon-build.txt" 2>&1 \
+        --event-handlers console_direct- desktop_notification- > "$ROOT/log/colcon-build.txt" 2>&1 \
       || { tail -40 "$ROOT/log/colcon-build.txt"; exit 1; } )
   echo "$BUILD_HASH" > "$STAMPS/build"
 fi
