@@ -1,0 +1,141 @@
+"""Evaluate a checkpoint: cIoU / gIoU (the EVF-SAM paper's definitions), per expression kind.
+
+    python -m evf_sam_ros.training.evaluate --model DIR --data synthetic            # held-out scenes
+    python -m evf_sam_ros.training.evaluate --data synthetic:2000000:200            # default model, 200 scenes
+    python -m evf_sam_ros.training.evaluate --model /ckpt/evf-sam --data "refcoco:/data/refer_seg:refcoco|unc|val"
+
+Protocol (EVF eval.py): one image at a time, all its expressions in one padded batch, masks at the
+original resolution (``logits > 0``); gIoU = mean per-expression IoU (empty union counts as 1),
+cIoU = sum(intersection) / sum(union). RefCOCO sentences are stripped and lower-cased.
+For synthetic data the 3D centroid error is reported too: the robust depth centroid of the predicted
+mask (``evf_sam_ros.geometry.centroid_3d``, what the node publishes) against the same centroid of the
+ground-truth mask ("surface") and against the object's true 3D centre ("centre").
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from .metrics import IoUAccumulator
+
+__all__ = ['evaluate_predictor', 'evaluate_model', 'main', 'centroid_errors']
+
+
+def _centroid(mask: np.ndarray, scene) -> np.ndarray | None:
+    from evf_sam_ros.geometry import Intrinsics, centroid_3d
+    k = scene.intrinsics
+    c = centroid_3d(mask, scene.depth, Intrinsics(k.fx, k.fy, k.cx, k.cy, k.width, k.height), erosion_px=1)
+    return np.array(c.position) if c.ok else None
+
+
+def centroid_errors(pred_mask: np.ndarray, scene, target: int) -> tuple[float | None, float | None]:
+    """(error vs GT-mask surface centroid, error vs true object centre) in metres; None if no centroid."""
+    p = _centroid(pred_mask, scene)
+    if p is None:
+        return None, None
+    g = _centroid(scene.mask(target), scene)
+    surface = float(np.linalg.norm(p - g)) if g is not None else None
+    centre = float(np.linalg.norm(p - scene.objects[target].center_cam))
+    return surface, centre
+
+
+def evaluate_predictor(predictor, dataset: Iterable, *, limit: int | None = None, progress: bool = False,
+                       with_centroids: bool = True) -> dict[str, Any]:
+    """Run ``predictor`` (an EvfSamPredictor) over a dataset of Samples; returns scores per kind."""
+    acc = IoUAccumulator()
+    cerr: dict[str, list[float]] = defaultdict(list)
+    cerr_centre: dict[str, list[float]] = defaultdict(list)
+    n_img = 0
+    t0 = time.time()
+    for sample in dataset:
+        if limit is not None and n_img >= limit:
+            break
+        n_img += 1
+        if not sample.exprs:
+            continue
+        feats = predictor.encode_image(sample.image)
+        results = predictor.segment(feats, [e.text for e in sample.exprs])
+        for e, r in zip(sample.exprs, results):
+            acc.add(r.mask, e.mask, e.kind)
+            if with_centroids and sample.scene is not None and e.target is not None:
+                s, c = centroid_errors(r.mask, sample.scene, e.target)
+                if s is not None:
+                    cerr[e.kind].append(s)
+                    cerr_centre[e.kind].append(c)
+        if progress and n_img % 20 == 0:
+            print(f'  {n_img} images, {len(acc)} expressions, {time.time() - t0:.0f} s', file=sys.stderr, flush=True)
+    out: dict[str, Any] = {'images': n_img, 'expressions': len(acc), 'scores': acc.summary(),
+                           'seconds': round(time.time() - t0, 1)}
+    if cerr:
+        allv = [v for vs in cerr.values() for v in vs]
+        allc = [v for vs in cerr_centre.values() for v in vs]
+        out['centroid_error_m'] = {
+            'all': {'median_surface': float(np.median(allv)), 'mean_surface': float(np.mean(allv)),
+                    'median_centre': float(np.median(allc)), 'n': len(allv)},
+            **{k: {'median_surface': float(np.median(v)), 'median_centre': float(np.median(cerr_centre[k])),
+                   'n': len(v)} for k, v in sorted(cerr.items())}}
+    return out
+
+
+def evaluate_model(model, tokenizer, dataset, *, device: torch.device | str = 'cpu', **kwargs) -> dict[str, Any]:
+    """Evaluate an in-memory EvfSamModel (e.g. during training) through the same predictor code path."""
+    from evf_sam_ros.model.predictor import EvfSamPredictor
+    predictor = EvfSamPredictor(model, tokenizer, device=torch.device(device), dtype=next(model.parameters()).dtype)
+    try:
+        return evaluate_predictor(predictor, dataset, **kwargs)
+    finally:
+        model.train()
+
+
+def format_report(res: dict[str, Any]) -> str:
+    lines = [f'{"kind":<14} {"n":>5} {"gIoU":>7} {"cIoU":>7} {"c.err surf":>11} {"c.err centre":>13}']
+    cerr = res.get('centroid_error_m', {})
+    for kind, s in res['scores'].items():
+        ce = cerr.get(kind, {})
+        surf = f'{100 * ce["median_surface"]:.1f} cm' if ce else '-'
+        cen = f'{100 * ce["median_centre"]:.1f} cm' if ce else '-'
+        lines.append(f'{kind:<14} {s["n"]:>5} {s["gIoU"]:>7.3f} {s["cIoU"]:>7.3f} {surf:>11} {cen:>13}')
+    lines.append(f'{res["images"]} images, {res["expressions"]} expressions, {res["seconds"]} s '
+                 '(centroid errors: medians over expressions with a target)')
+    return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from evf_sam_ros.model import load_model
+    from .datasets import open_dataset
+    from .train import TEST_SEED
+    ap = argparse.ArgumentParser(prog='python -m evf_sam_ros.training.evaluate', description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--model', default=None, help='checkpoint directory (default: the embedded default model)')
+    ap.add_argument('--data', default='synthetic',
+                    help='synthetic[:SEED:COUNT] (default: held-out test seeds) | user:DIR[:SPLIT] | '
+                         'refcoco:ROOT[:refcoco|unc|val]')
+    ap.add_argument('--scenes', type=int, default=100, help='number of synthetic scenes (synthetic only)')
+    ap.add_argument('--limit', type=int, help='evaluate at most this many images')
+    ap.add_argument('--device', default='auto')
+    ap.add_argument('--json', help='also write the results to this JSON file')
+    args = ap.parse_args(argv)
+    device = args.device
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    predictor = load_model(args.model, device=device)
+    dataset = open_dataset(args.data, synthetic_seed=TEST_SEED, synthetic_count=args.scenes, default_split='val')
+    res = evaluate_predictor(predictor, dataset, limit=args.limit, progress=True)
+    res['model'] = args.model or 'default'
+    res['data'] = args.data
+    print(format_report(res))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(res, f, indent=2)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

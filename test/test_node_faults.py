@@ -1,0 +1,272 @@
+"""Bad input and faults: each gives one clear (throttled) log line, the node stays up and keeps its
+state, and the next good input is processed."""
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+from sensor_msgs.msg import CompressedImage
+
+from evf_sam_ros.ros.fake_predictor import FakePredictor
+from evf_sam_ros.srv import Segment
+from node_harness import Harness, camera_info, depth_image, make_image, wait_for
+
+pytestmark = pytest.mark.ros
+H, W = 96, 128
+
+
+def _frames_until(h, name, n=1, timeout=8.0, make=None, before=None):
+    deadline = time.monotonic() + timeout
+    i = 0
+    while time.monotonic() < deadline:
+        i += 1
+        if before:
+            before(i)
+        h.image_pub.publish(make(i) if make else make_image(H, W, stamp=(20 + i, 0)))
+        if wait_for(lambda: h.count(name) >= n, 0.15):
+            return True
+    return False
+
+
+def _send_depth(h, depth_msg, info=None):
+    """Publish depth (+ camera_info) until the node has them (before any image is sent)."""
+    def have():
+        return len(h.node._depth) > 0 and (info is None or h.node._info is not None)
+    h.node._depth.clear()
+    deadline = time.monotonic() + 5.0
+    while not have() and time.monotonic() < deadline:
+        if info is not None:
+            h.info_pub.publish(info)
+        h.depth_pub.publish(depth_msg)
+        wait_for(have, 0.1)
+    assert have()
+
+
+def _good_frame_still_works(h):
+    n = h.count('segmentations')
+    assert _frames_until(h, 'segmentations', n + 1), 'node stopped processing after a fault'
+
+
+@pytest.mark.parametrize('mutate, expect', [
+    (lambda m: setattr(m, 'encoding', 'yuv422'), "encoding 'yuv422' is not supported"),
+    (lambda m: setattr(m, 'step', 10), 'step 10 is smaller'),
+    (lambda m: setattr(m, 'data', m.data[: len(m.data) // 2]), 'truncated or inconsistent'),
+    (lambda m: (setattr(m, 'height', 0), setattr(m, 'width', 0)), 'zero size'),
+    (lambda m: setattr(m, 'height', m.height + 5), 'truncated or inconsistent'),
+])
+def test_bad_images_are_rejected_and_the_node_keeps_going(ros_context, capfd, mutate, expect):
+    with Harness(ros_context, params={'use_depth': False}) as h:
+        assert h.wait_connected()
+        h.set_prompt('cup', 1)
+        for i in range(6):
+            bad = make_image(H, W, stamp=(1 + i, 0))
+            mutate(bad)
+            h.image_pub.publish(bad)
+            time.sleep(0.03)
+        assert wait_for(lambda: h.node.diagnostics_values()['bad_frames'] >= 3)
+        assert expect in h.node.last_errors['image']
+        assert h.count('segmentations') == 0
+        _good_frame_still_works(h)
+        err = capfd.readouterr().err
+        assert err.count('image rejected') == 1, 'the log line must be throttled'
+        assert expect in err
+
+
+def test_compressed_input_and_undecodable_data(ros_context):
+    with Harness(ros_context, params={'use_depth': False, 'image_transport': 'compressed'},
+                 compressed=True) as h:
+        assert h.wait_connected()
+        h.set_prompt('cup', 1)
+        junk = CompressedImage(format='jpeg', data=b'\x00\x01not a jpeg' * 10)
+        junk.header.frame_id = 'cam'
+        h.image_pub.publish(junk)
+        assert wait_for(lambda: 'could not be decoded' in h.node.last_errors.get('image', ''))
+        bgr = np.full((H, W, 3), 90, np.uint8)
+        ok, jpg = cv2.imencode('.jpg', bgr)
+
+        def good(i):
+            m = CompressedImage(format='jpeg', data=jpg.tobytes())
+            m.header.frame_id = 'cam'
+            m.header.stamp.sec = 50 + i
+            return m
+        assert _frames_until(h, 'mask', make=good)
+        mask = h.last('mask')
+        assert (mask.height, mask.width, mask.header.frame_id) == (H, W, 'cam')
+
+
+def test_depth_of_another_size_or_encoding(ros_context):
+    with Harness(ros_context) as h:
+        assert h.wait_connected()
+        h.set_prompt('cup', 1)
+        small = np.full((H // 2, W // 2), 1.0, np.float32)
+        _send_depth(h, depth_image(small, stamp=(21, 0)), camera_info(H, W))
+        assert _frames_until(h, 'segmentations')
+        assert 'aligned' in h.node.last_errors['depth'] and f'{W // 2}x{H // 2}' in \
+            h.node.last_errors['depth']
+        s = h.last('segmentations').segmentations[0]
+        assert s.detected and not s.has_position   # depth not usable -> 2D only
+        bad = depth_image(np.full((H, W), 1.0, np.float32), stamp=(21, 0))
+        bad.encoding = 'mono8'
+        _send_depth(h, bad)
+        h.clear()
+        assert _frames_until(h, 'segmentations')
+        assert "'mono8' is not supported" in h.node.last_errors['depth']
+        assert not h.last('segmentations').segmentations[0].has_position
+        assert h.count('centroid') == 0
+
+
+def test_camera_info_with_zero_intrinsics(ros_context):
+    with Harness(ros_context) as h:
+        assert h.wait_connected()
+        h.set_prompt('cup', 1)
+        depth = np.full((H, W), 1.0, np.float32)
+        _send_depth(h, depth_image(depth, stamp=(21, 0)), camera_info(H, W, fx=0.0, fy=0.0))
+        assert _frames_until(h, 'segmentations')
+        assert 'not calibrated' in h.node.last_errors['camera_info']
+        s = h.last('segmentations').segmentations[0]
+        assert s.detected and not s.has_position
+
+
+def test_nan_and_zero_depth(ros_context):
+    with Harness(ros_context) as h:
+        assert h.wait_connected()
+        h.set_prompt('cup', 1)
+        nan = np.full((H, W), np.nan, np.float32)
+        h.node.set_parameters([__import__('rclpy').parameter.Parameter('depth_sync_tolerance',
+                                                                        value=0.0)])
+        _send_depth(h, depth_image(nan, stamp=(21, 0)), camera_info(H, W))
+        assert _frames_until(h, 'segmentations')
+        s = h.last('segmentations').segmentations[0]
+        # depth is used but nothing is valid: explicit "not found", no position, empty label map
+        assert not s.detected and not s.has_position and s.score == pytest.approx(0.9)
+        assert not np.frombuffer(h.last('mask').data, np.uint8).any()
+        assert h.count('centroid') == 0
+        # 16UC1 with zeros (invalid) in the left half: position from the valid half only
+        half = np.full((H, W), 0.8, np.float32)
+        half[:, : W // 2] = 0.0
+        _send_depth(h, depth_image(half, encoding='16UC1', stamp=(41, 0)))
+        h.clear()
+        assert _frames_until(h, 'centroid')
+        s = h.last('segmentations').segmentations[0]
+        assert s.detected and s.has_position
+        assert s.position.z == pytest.approx(0.8, abs=1e-6)
+        assert 0.3 < s.depth_valid_ratio < 0.7
+        assert s.position.x > 0  # only the right half contributes
+
+
+def test_prompt_validation(ros_context, capfd):
+    with Harness(ros_context, params={'use_depth': False, 'max_prompt_chars': 100000}) as h:
+        assert h.wait_connected()
+        h.set_prompt('cup; bowl', 2)
+        for bad, why in [('   ', 'only whitespace'), (' ; ;', 'only whitespace'),
+                         ('; '.join(f'thing {i}' for i in range(9)), 'more than max_prompts=8'),
+                         ('a ' * 1100, 'tokens long'), ('[semantic] ', "only the '[semantic]'")]:
+            n = h.node.diagnostics_values()['prompts_rejected']
+            h.prompt(bad)
+            assert wait_for(lambda: h.node.diagnostics_values()['prompts_rejected'] == n + 1)
+            assert why in h.node.last_errors['prompt'], (bad, h.node.last_errors['prompt'])
+            assert h.node._prompts == ['cup', 'bowl']   # state intact
+        h.node.set_parameters([__import__('rclpy').parameter.Parameter('max_prompt_chars',
+                                                                        value=20)])
+        h.prompt('the very long description of a mug')
+        assert wait_for(lambda: 'max_prompt_chars=20' in h.node.last_errors['prompt'])
+        assert 'prompt rejected, keeping the previous 2 prompt(s)' in capfd.readouterr().err
+        # an empty string clears
+        h.prompt('')
+        assert h.wait_prompts(0)
+        _good = h.count('segmentations')
+        for i in range(5):
+            h.image_pub.publish(make_image(H, W, stamp=(60 + i, 0)))
+            time.sleep(0.02)
+        time.sleep(0.2)
+        assert h.count('segmentations') == _good  # nothing to segment
+
+
+def test_prompts_faster_than_inference(ros_context):
+    pred = FakePredictor(delay=0.15)
+    with Harness(ros_context, predictor=pred, params={'use_depth': False}) as h:
+        assert h.wait_connected()
+        stop = threading.Event()
+
+        def camera():
+            i = 0
+            while not stop.is_set():
+                i += 1
+                h.image_pub.publish(make_image(H, W, stamp=(100 + i, 0)))
+                time.sleep(1 / 30)
+        t = threading.Thread(target=camera)
+        t.start()
+        try:
+            for i in range(40):          # 40 commands in ~0.4 s (model: ~6 per second)
+                h.prompt(f'object number {i}')
+                time.sleep(0.01)
+            assert wait_for(lambda: h.last('segmentations') is not None and
+                            h.last('segmentations').segmentations[0].prompt == 'object number 39',
+                            3.0)
+            n_out = h.count('segmentations')
+            assert n_out <= 10, 'prompt commands must not queue inferences'
+        finally:
+            stop.set()
+            t.join()
+        assert h.node._prompts == ['object number 39']
+
+
+def test_inference_exception_and_oom_skip_one_frame(ros_context, capfd):
+    with Harness(ros_context, params={'use_depth': False}) as h:
+        assert h.wait_connected()
+        h.set_prompt('fail now', 1)
+        for i in range(5):
+            h.image_pub.publish(make_image(H, W, stamp=(1 + i, 0)))
+            time.sleep(0.03)
+        assert wait_for(lambda: h.node.diagnostics_values()['inference_errors'] >= 2)
+        assert 'fake inference failure' in h.node.last_errors['inference']
+        h.set_prompt('oom please', 1)
+        n = h.node.diagnostics_values()['inference_errors']
+        h.image_pub.publish(make_image(H, W, stamp=(30, 0)))
+        assert wait_for(lambda: h.node.diagnostics_values()['inference_errors'] > n)
+        assert 'out of memory' in h.node.last_errors['oom']
+        assert h.count('segmentations') == 0
+        h.set_prompt('cup', 1)
+        _good_frame_still_works(h)
+        err = capfd.readouterr().err
+        assert err.count('inference failed on this frame') == 1
+        assert 'skipped it' in err
+
+
+def test_camera_that_stops_gives_no_stale_results(ros_context):
+    params = {'use_depth': False, 'max_image_age': 0.3, 'mode': 'once'}
+    with Harness(ros_context, params=params) as h:
+        assert h.wait_connected()
+        for i in range(5):
+            h.image_pub.publish(make_image(H, W, stamp=(1 + i, 0)))
+            time.sleep(0.03)
+        time.sleep(0.5)   # camera stopped: the latest frame is now older than max_image_age
+        h.prompt('cup')
+        assert wait_for(lambda: h.node.diagnostics_values()['stale'] >= 1)
+        assert 'is the camera publishing' in h.node.last_errors['stale']
+        time.sleep(0.2)
+        assert h.count('segmentations') == 0
+        cli = h.tester.create_client(Segment, '/evf_sam/segment')
+        r = h.call(cli, Segment.Request(prompts=['cup']))
+        assert not r.success and 'old' in r.message
+        # the command is still pending: the first fresh frame answers it, with its own header
+        h.image_pub.publish(make_image(H, W, stamp=(77, 0)))
+        assert wait_for(lambda: h.count('segmentations') == 1)
+        assert h.last('segmentations').header.stamp.sec == 77
+
+
+def test_depth_out_of_sync_is_not_used(ros_context):
+    with Harness(ros_context, params={'depth_sync_tolerance': 0.05}) as h:
+        assert h.wait_connected()
+        h.set_prompt('cup', 1)
+        _send_depth(h, depth_image(np.full((H, W), 1.0, np.float32), stamp=(5, 0)),
+                    camera_info(H, W))
+        h.clear()
+        assert _frames_until(h, 'segmentations',
+                             make=lambda i: make_image(H, W, stamp=(5, 200_000_000)))
+        assert 'depth_sync_tolerance=0.05' in h.node.last_errors['depth_sync']
+        s = h.last('segmentations').segmentations[0]
+        assert s.detected and not s.has_position
+        h.clear()     # within tolerance: used
+        assert _frames_until(h, 'centroid', make=lambda i: make_image(H, W, stamp=(5, 20_000_000)))
