@@ -1,8 +1,8 @@
 """launch/segment.launch.py: arguments, remaps, parameters, environment and the RViz condition.
 
-`launch`/`launch_ros` are not installable on this machine kind. When they are importable the real
-modules evaluate the file; otherwise minimal stand-ins (only the API the file uses) are injected
-into sys.modules for the evaluation and removed afterwards. Each resulting Node action is turned
+`launch`/`launch_ros` are not installable on this machine kind, so the file is evaluated with
+minimal stand-ins (only the API the file uses) swapped into sys.modules and removed afterwards;
+where the real modules are installed, the file is also evaluated with them. Each resulting Node action is turned
 into the command launch_ros would run (``<prefix>/lib/<pkg>/<exe> <arguments> --ros-args
 -r __node:=... -r __ns:=... --params-file ... -r from:=to``), which is started as a subprocess
 with a tiny checkpoint; its name, namespace, remapped topics, parameters and lifecycle state are
@@ -122,22 +122,34 @@ def _stand_in_modules():
 
 
 @contextlib.contextmanager
-def _launch_api():
-    """The real launch modules when importable, else the stand-ins (removed on exit)."""
-    if importlib.util.find_spec('launch') and importlib.util.find_spec('launch_ros'):
-        yield 'real'
-        return
+def _stand_in_launch_api():
+    """Swap the stand-ins in for `launch`/`launch_ros` (real or absent) and restore afterwards."""
     mods = _stand_in_modules()
     saved = {k: sys.modules.get(k) for k in mods}
     sys.modules.update(mods)
     try:
-        yield 'stand-in'
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
                 sys.modules.pop(k, None)
             else:
                 sys.modules[k] = v
+
+
+def _check_with_real_launch_api():
+    """Where launch/launch_ros are installed (a ROS install): the file also evaluates with them."""
+    import launch
+    import launch_ros.actions
+
+    ld = _load_launch_file().generate_launch_description()
+    context = launch.LaunchContext()
+    for entity in ld.entities:
+        if isinstance(entity, launch.actions.DeclareLaunchArgument):
+            entity.execute(context)
+    actions = [a for e in ld.entities if isinstance(e, launch.actions.OpaqueFunction)
+               for a in (e.execute(context) or [])]
+    assert any(isinstance(a, launch_ros.actions.Node) for a in actions)
 
 
 def _load_launch_file():
@@ -149,10 +161,8 @@ def _load_launch_file():
 
 
 def _evaluate(launch_args):
-    """-> (declared argument names, environment, [node actions]) with the stand-in API."""
-    with _launch_api() as api:
-        if api == 'real':
-            pytest.fail('real launch modules found: extend _evaluate to use launch.LaunchService')
+    """-> (declared argument names, environment, [node actions]), evaluated with the stand-in API."""
+    with _stand_in_launch_api():
         ld = _load_launch_file().generate_launch_description()
         declared = {e.name: e for e in ld.entities if type(e).__name__ == 'DeclareLaunchArgument'}
         unknown = set(launch_args) - set(declared)
@@ -220,7 +230,10 @@ def test_launch_arguments_and_rviz_condition():
     assert rviz and rviz[0].arguments[1].endswith('config/segment.rviz')
     for f in ('segment.yaml', 'segment.rviz', 'fastdds_shm.xml'):
         assert os.path.isfile(os.path.join(share, 'config', f))
-    assert 'launch_ros' not in sys.modules and 'launch' not in sys.modules
+    if importlib.util.find_spec('launch') and importlib.util.find_spec('launch_ros'):
+        _check_with_real_launch_api()
+    else:  # the stand-ins are gone again
+        assert 'launch_ros' not in sys.modules and 'launch' not in sys.modules
 
 
 def _wait(pred, timeout, executor):

@@ -7,7 +7,6 @@ comments and in the model README of this package.
 from __future__ import annotations
 
 import json
-import pathlib
 
 import numpy as np
 import pytest
@@ -220,7 +219,8 @@ def test_pair_all_stages(cases, text_branch, case, image, k):
     assert not (differ & (np.abs(exp_logits) >= NEAR_ZERO_LOGIT)).any(), f'{int(differ.sum())} mask pixels differ'
     assert int(differ.sum()) <= pair['final_pixels_with_abs_logit_below_1e-4']
     assert result.token_index == pair['selected_token_index']
-    assert result.score == pytest.approx(pair['iou_predictions_all_tokens'][pair['selected_token_index']], abs=ATOL_IOU)  # cases.json: 6 decimals
+    kept_iou = pair['iou_predictions_all_tokens'][pair['selected_token_index']]  # cases.json: 6 decimals
+    assert result.score == pytest.approx(kept_iou, abs=ATOL_IOU)
     if 'object_score_logits' in expected:
         assert result.object_score == pytest.approx(float(expected['object_score_logits']), abs=ATOL_IOU)
     else:

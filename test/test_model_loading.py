@@ -140,7 +140,8 @@ def test_sharded_safetensors(tmp_path, small_ckpt):
         save_file({k: state[k] for k in part}, str(ckpt / name))
     weight_map = {k: name for name, part in shards.items() for k in part}
     (ckpt / 'model.safetensors.index.json').write_text(json.dumps({'metadata': {}, 'weight_map': weight_map}))
-    assert [r.mask.sum() for r in _predict(load_model(ckpt))] == [r.mask.sum() for r in _predict(load_model(small_ckpt))]
+    sharded = [r.mask.sum() for r in _predict(load_model(ckpt))]
+    assert sharded == [r.mask.sum() for r in _predict(load_model(small_ckpt))]
     (ckpt / 'model-00002-of-00002.safetensors').unlink()
     with pytest.raises(ModelLoadError, match='shard'):
         load_model(ckpt)
@@ -322,3 +323,21 @@ def test_default_model(monkeypatch, tmp_path, small_ckpt):
     predictor = load_model(None)
     assert predictor.is_default_model and predictor.name == 'default'
     assert load_model(small_ckpt).is_default_model
+
+
+def test_make_tokenizer_dir_from_own_spm(tmp_path, conformance_dir):
+    import io
+
+    import sentencepiece as spm
+
+    from evf_sam_ros.model.tokenizer import load_tokenizer, make_tokenizer_dir
+
+    out = make_tokenizer_dir(tmp_path / 'tok', conformance_dir / 'sam1_vit' / 'sentencepiece.bpe.model', multitask=True)
+    tokenizer = load_tokenizer(out)
+    assert tokenizer('[semantic] grass')['input_ids'] == [0, 257, 125, 2]  # as in the fixture's cases.json
+    assert tokenizer('Blue')['input_ids'][:3] == [0, 6, 3]  # unknown 'B' -> <unk> = 3
+    buffer = io.BytesIO()  # a model with the sentencepiece default pad/unk layout of other projects
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(['a b c d'] * 10), model_writer=buffer, vocab_size=12,
+                                   pad_id=0, unk_id=1, bos_id=2, eos_id=3, hard_vocab_limit=False, minloglevel=2)
+    with pytest.raises(ValueError, match='XLM-R id layout'):
+        make_tokenizer_dir(tmp_path / 'bad', buffer.getvalue())

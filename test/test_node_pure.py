@@ -155,3 +155,27 @@ def test_fake_predictor():
         p.segment(f, ['fail'])
     ids, att = p.tokenize(['a b c', 'd'])
     assert att.sum(1).tolist() == [5, 3]
+
+
+def test_bad_parameter_overrides_do_not_crash_the_node(ros_context, capfd):
+    from rclpy.parameter import Parameter
+
+    from evf_sam_ros.ros.node import SegmentNode
+    node = SegmentNode(context=ros_context, predictor_factory=lambda *a: FakePredictor(),
+                       parameter_overrides=[
+                           Parameter('score_threshold', value=1),        # int for a double
+                           Parameter('max_rate_hz', value=5000.0),       # out of range
+                           Parameter('max_prompts', value='many'),       # wrong type
+                           Parameter('mode', value='sometimes'),         # not a choice
+                           Parameter('autostart', value=False)])
+    try:
+        assert node.get_parameter('score_threshold').value == 1.0
+        assert node.get_parameter('max_rate_hz').value == 0.0
+        assert node.get_parameter('max_prompts').value == 8
+        assert node._p['mode'] == 'continuous'
+        err = capfd.readouterr().err
+        assert 'max_rate_hz=5000.0 rejected' in err and "max_prompts='many' rejected" in err
+        assert "mode must be one of continuous, once" in err
+    finally:
+        node.close()
+        node.destroy_node()

@@ -40,6 +40,18 @@ def test_losses_and_targets():
     assert t.shape == (64, 64) and t[:48, :32].min() == 1.0 and t[48:].max() == 0.0 and t[:, 33:].max() == 0.0
 
 
+def test_text_probe_rewards_text_dependent_prompts():
+    from evf_sam_ros.training.train import _TextProbe
+    torch.manual_seed(0)
+    probe = _TextProbe(8, 10)
+    ids = torch.tensor([[0, 5, 2], [0, 6, 2]])
+    am = torch.ones_like(ids)
+    same = torch.ones(2, 1, 8) * 50 + torch.randn(2, 1, 8) * 0.01     # nearly constant prompt
+    loss = probe(same.requires_grad_(), ids, am)
+    loss.backward()
+    assert loss.item() > 1.0 and torch.isfinite(same.grad).all()
+
+
 def test_lr_schedule():
     cfg = TrainConfig(steps=100, warmup_steps=10, lr=1e-3, min_lr_ratio=0.1)
     assert _lr_at(cfg, 0) == pytest.approx(1e-4)
@@ -51,7 +63,7 @@ def test_train_resume_export_and_evaluate(tmp_path):
     from evf_sam_ros.model import load_model
     from evf_sam_ros.training import evaluate
     out = tmp_path / 'run'
-    train(_cfg(), out)
+    train(_cfg(text_aux_weight=1.0), out)
     for name in ('config.json', 'model.safetensors', 'sentencepiece.bpe.model', 'tokenizer_config.json',
                  'train_state.pt', 'train_log.jsonl'):
         assert (out / name).is_file(), name
@@ -61,9 +73,12 @@ def test_train_resume_export_and_evaluate(tmp_path):
     assert 'gIoU' in end['scores']['all'] and end['step'] == 3
     state = torch.load(out / 'train_state.pt', weights_only=False)
     assert state['step'] == 3
+    assert 'probe' in state            # the training-only text probe is resumable ...
     # resume: continues at step 3 up to 5
-    train(_cfg(steps=5), out)
+    train(_cfg(steps=5, text_aux_weight=1.0), out)
     assert torch.load(out / 'train_state.pt', weights_only=False)['step'] == 5
+    import safetensors.torch as st     # ... but not part of the exported checkpoint
+    assert not any('probe' in k or 'head' == k.split('.')[0] for k in st.load_file(str(out / 'model.safetensors')))
     # the export loads with the public loader and runs
     predictor = load_model(out)
     from evf_sam_ros.synthetic.scene import generate_scene

@@ -65,10 +65,6 @@ _SELECTION_ALIASES = {
 }
 
 
-def _tuple(value: Any) -> tuple:
-    return tuple(value) if value is not None else ()
-
-
 @dataclass
 class Beit3Config:
     """torchscale ``EncoderConfig`` values EVF uses (multiway, sub-LN, no relative bias, final LN)."""

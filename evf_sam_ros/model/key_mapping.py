@@ -191,7 +191,8 @@ class KeyMapping:
         return keys
 
     # ---- official -> ours -------------------------------------------------------------------------
-    def convert_official(self, official: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+    def convert_official(self, official: Mapping[str, torch.Tensor]
+                         ) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
         """Rename an official state dict. Returns (ours, unexpected official keys, ignored official keys).
 
         Missing keys are whatever of ours is absent from the result; shapes are not checked here.
@@ -262,7 +263,8 @@ def build_key_mapping(our_keys: Iterable[str], config: EvfSamConfig,
         if official is None:
             continue
         if official in mapping.official_to_ours:
-            raise RuntimeError(f'key mapping collision: {key!r} and {mapping.official_to_ours[official]} -> {official!r}')
+            raise RuntimeError(f'key mapping collision: {key!r} and {mapping.official_to_ours[official]} '
+                               f'-> {official!r}')
         mapping.ours_to_official[key] = official
         mapping.official_to_ours[official] = [key]
     if _DUPLICATE_PE in our_keys:

@@ -89,7 +89,8 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 
 # ---- where the checkpoint is -------------------------------------------------------------------------
-def resolve_checkpoint_dir(path: str | os.PathLike | None, *, allow_download: bool = False) -> tuple[pathlib.Path, bool]:
+def resolve_checkpoint_dir(path: str | os.PathLike | None, *,
+                           allow_download: bool = False) -> tuple[pathlib.Path, bool]:
     """Local directory of a checkpoint given as a directory, a HF id, or None (the embedded default model).
 
     Returns ``(directory, is_default_model)``.
@@ -128,7 +129,8 @@ def _hf_snapshot(repo_id: str, allow_download: bool) -> pathlib.Path:
     except LocalEntryNotFoundError as exc:
         if not allow_download:
             raise ModelLoadError(
-                f'{repo_id!r} is not in the local Hugging Face cache ({cache_dir or _hf_cache_dir()}). Download it first '
+                f'{repo_id!r} is not in the local Hugging Face cache ({cache_dir or _hf_cache_dir()}). '
+                'Download it first '
                 f'(`hf download {repo_id}` or huggingface_hub.snapshot_download), pass a local directory, or call '
                 'load_model(..., allow_download=True).') from exc
     except (OSError, ValueError) as exc:
@@ -168,7 +170,8 @@ def _weight_files(directory: pathlib.Path) -> tuple[str, list[pathlib.Path]]:
         return 'bin', [directory / BIN_FILE]
     present = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
     raise ModelLoadError(f'{directory}: no weights: expected {SAFETENSORS_FILE} or {BIN_FILE} (found: '
-                         f'{", ".join(present) or "nothing"}). Copy the weight file of the checkpoint into the directory.')
+                         f'{", ".join(present) or "nothing"}). Copy the weight file of the checkpoint into the '
+                         'directory.')
 
 
 def _target_dtype(key: str, tensor: torch.Tensor, dtype: torch.dtype, config: EvfSamConfig) -> torch.dtype:

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .beit3 import BEiT3
@@ -58,8 +57,8 @@ def stability_scores(mask_logits: torch.Tensor, delta: float) -> tuple[torch.Ten
     flat = mask_logits.flatten(1)
     area_pos = (flat > delta).sum(dim=-1)
     area_neg = (flat > -delta).sum(dim=-1)
-    score = torch.where(area_neg > 0, area_pos.float() / area_neg.float().clamp(min=1), torch.ones_like(area_pos,
-                                                                                                      dtype=torch.float))
+    ratio = area_pos.float() / area_neg.float().clamp(min=1)
+    score = torch.where(area_neg > 0, ratio, torch.ones_like(ratio))
     return score, area_pos, area_neg
 
 

@@ -143,12 +143,14 @@ class EvfSamPredictor:
         if not prompts:
             return []
         if not isinstance(features, ImageFeatures):
-            raise TypeError(f'segment() needs the ImageFeatures returned by encode_image(), got {type(features).__name__}')
+            raise TypeError('segment() needs the ImageFeatures returned by encode_image(), got '
+                            f'{type(features).__name__}')
         same_device = (features.device.type == self.device.type
                        and (features.device.index or 0) == (self.device.index or 0))
         if not same_device or features.beit3_pixel_values.dtype != self.dtype:
-            raise ValueError(f'these features were encoded on {features.device} in {features.beit3_pixel_values.dtype}, '
-                             f'this model runs on {self.device} in {self.dtype}; encode the image with this model')
+            raise ValueError(f'these features were encoded on {features.device} in '
+                             f'{features.beit3_pixel_values.dtype}, this model runs on {self.device} in {self.dtype}; '
+                             'encode the image with this model')
         if batch_size is not None and batch_size < 1:
             raise ValueError(f'batch_size must be >= 1, got {batch_size}')
         step = batch_size or len(prompts)

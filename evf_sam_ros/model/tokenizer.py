@@ -136,7 +136,8 @@ def make_tokenizer_dir(out_dir: str | pathlib.Path, spm_model: str | pathlib.Pat
     data = spm_model if isinstance(spm_model, bytes) else pathlib.Path(spm_model).read_bytes()
     proc = spm.SentencePieceProcessor(model_proto=data)
     if (proc.unk_id(), proc.bos_id(), proc.eos_id()) != (0, 1, 2):
-        raise ValueError(f'the sentencepiece model has unk/bos/eos ids {(proc.unk_id(), proc.bos_id(), proc.eos_id())}; '
+        ids = (proc.unk_id(), proc.bos_id(), proc.eos_id())
+        raise ValueError(f'the sentencepiece model has unk/bos/eos ids {ids}; '
                          'the XLM-R id layout needs (0, 1, 2): train with unk_id=0, bos_id=1, eos_id=2, pad_id=-1')
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -109,8 +109,30 @@ PARAM_BY_NAME = {p.name: p for p in PARAMS}
 
 
 def declare_all(node) -> None:
+    """Declare every parameter. A bad override (wrong type, out of range) is not fatal: an int
+    given for a float parameter is converted, anything else falls back to the default, with one
+    clear error line each."""
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
     for spec in PARAMS:
-        node.declare_parameter(spec.name, spec.default, spec.descriptor())
+        try:
+            node.declare_parameter(spec.name, spec.default, spec.descriptor())
+            continue
+        except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+            override = getattr(node, '_parameter_overrides', {}).get(spec.name)
+            given = getattr(override, 'value', None)
+            problem = str(exc)
+        value = spec.default
+        if isinstance(spec.default, float) and isinstance(given, int) and \
+                not isinstance(given, bool):
+            value = float(given)
+            lo, hi = spec.range or (-math.inf, math.inf)
+            if not lo <= value <= hi:
+                value = spec.default
+        if value == spec.default:
+            node.get_logger().error(
+                f'parameter {spec.name}={given!r} rejected ({problem}); using the default '
+                f'{spec.default!r}. {spec.description}')
+        node.declare_parameter(spec.name, value, spec.descriptor(), ignore_override=True)
 
 
 def validate(name: str, value, current: dict) -> str | None:

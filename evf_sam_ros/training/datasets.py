@@ -289,7 +289,8 @@ def open_dataset(spec: str, *, synthetic_seed: int = 1_000_000, synthetic_count:
             path, _, split = rest.rpartition(':')
         return UserDataset(path, split)
     if kind == 'refcoco':
-        path, split = rest, 'refcoco|unc|val'
+        # ROOT alone means RefCOCO (unc) with the default split (train for training, val for evaluation)
+        path, split = rest, f'refcoco|unc|{default_split or "val"}'
         if ':' in rest:
             path, _, split = rest.partition(':')
         return RefCocoDataset(path, split)

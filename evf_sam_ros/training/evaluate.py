@@ -47,8 +47,12 @@ def centroid_errors(pred_mask: np.ndarray, scene, target: int) -> tuple[float | 
 
 
 def evaluate_predictor(predictor, dataset: Iterable, *, limit: int | None = None, progress: bool = False,
-                       with_centroids: bool = True) -> dict[str, Any]:
-    """Run ``predictor`` (an EvfSamPredictor) over a dataset of Samples; returns scores per kind."""
+                       with_centroids: bool = True, score_threshold: float | None = None) -> dict[str, Any]:
+    """Run ``predictor`` (an EvfSamPredictor) over a dataset of Samples; returns scores per kind.
+
+    ``score_threshold``: count a mask whose predicted IoU is below it as empty (what the node's
+    ``score_threshold`` gating does); None = the paper's protocol (raw masks).
+    """
     acc = IoUAccumulator()
     cerr: dict[str, list[float]] = defaultdict(list)
     cerr_centre: dict[str, list[float]] = defaultdict(list)
@@ -63,9 +67,12 @@ def evaluate_predictor(predictor, dataset: Iterable, *, limit: int | None = None
         feats = predictor.encode_image(sample.image)
         results = predictor.segment(feats, [e.text for e in sample.exprs])
         for e, r in zip(sample.exprs, results):
-            acc.add(r.mask, e.mask, e.kind)
+            mask = r.mask
+            if score_threshold is not None and r.score < score_threshold:
+                mask = np.zeros_like(mask)
+            acc.add(mask, e.mask, e.kind)
             if with_centroids and sample.scene is not None and e.target is not None:
-                s, c = centroid_errors(r.mask, sample.scene, e.target)
+                s, c = centroid_errors(mask, sample.scene, e.target)
                 if s is not None:
                     cerr[e.kind].append(s)
                     cerr_centre[e.kind].append(c)
@@ -120,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--scenes', type=int, default=100, help='number of synthetic scenes (synthetic only)')
     ap.add_argument('--limit', type=int, help='evaluate at most this many images')
     ap.add_argument('--device', default='auto')
+    ap.add_argument('--score-threshold', type=float, default=None,
+                    help='empty the masks whose predicted IoU is below this (as the node gates); default: raw masks')
     ap.add_argument('--json', help='also write the results to this JSON file')
     args = ap.parse_args(argv)
     device = args.device
@@ -127,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
     predictor = load_model(args.model, device=device)
     dataset = open_dataset(args.data, synthetic_seed=TEST_SEED, synthetic_count=args.scenes, default_split='val')
-    res = evaluate_predictor(predictor, dataset, limit=args.limit, progress=True)
+    res = evaluate_predictor(predictor, dataset, limit=args.limit, progress=True, score_threshold=args.score_threshold)
     res['model'] = args.model or 'default'
     res['data'] = args.data
     print(format_report(res))

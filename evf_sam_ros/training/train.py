@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import json
 import math
+import multiprocessing
 import os
 import pathlib
 import random
@@ -78,6 +79,7 @@ class TrainConfig:
     dice_weight: float = 0.5
     iou_weight: float = 1.0
     loss_size: int = 128                    # masks are compared at this size (low-res logits upsampled); 0: SAM size
+    text_aux_weight: float = 0.0            # bag-of-words loss on the prompt token (see _TextProbe); 0: off
     freeze_sam_encoder: bool = False
     amp: str = 'auto'                       # auto (bf16/fp16 on CUDA, off on CPU) | off | bf16 | fp16
     device: str = 'auto'
@@ -227,6 +229,33 @@ def mask_losses(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tenso
     return bce, dice, iou
 
 
+class _TextProbe(torch.nn.Module):
+    """Training-only auxiliary head: predict which words of the vocabulary the prompt contains, from the
+    *direction* of the projected [CLS] prompt token (cosine classifier with a fixed scale).
+
+    Trained from scratch, a small BEiT-3 tends to ignore the text: the prompt token is dominated by a
+    text-independent part, the decoder learns one text-independent mask, and then it has no reason to
+    look at the prompt. A plain linear probe does not help (it reads the words from tiny differences with
+    large weights); a cosine probe can only succeed if the prompt's direction changes with the words, which
+    is what the decoder needs. Not part of the exported checkpoint.
+    """
+
+    def __init__(self, dim: int, vocab: int, scale: float = 16.0) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(dim, vocab)
+        self.scale = scale
+
+    def forward(self, prompts: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        z = F.normalize(prompts[:, 0].float(), dim=-1)
+        logits = self.scale * z @ F.normalize(self.head.weight, dim=-1).T + self.head.bias
+        # softmax cross-entropy of every word of the prompt (special tokens and padding excluded); a
+        # per-word sigmoid loss would be dominated by the many easy "absent" words
+        ids = input_ids.clamp(max=logits.shape[1] - 1)
+        keep = (attention_mask > 0) & (input_ids > 2)
+        logp = F.log_softmax(logits, dim=-1).gather(1, ids)
+        return -(logp * keep).sum() / keep.sum().clamp(min=1)
+
+
 # ---- helpers ------------------------------------------------------------------------------------
 
 def _pick_device(name: str) -> torch.device:
@@ -329,6 +358,10 @@ def train(cfg: TrainConfig, out: str | pathlib.Path, resume: bool = True) -> pat
     opt = torch.optim.AdamW([{'params': decay, 'weight_decay': cfg.weight_decay},
                              {'params': no_decay, 'weight_decay': 0.0}], lr=cfg.lr, betas=(0.9, 0.999))
     scaler = torch.amp.GradScaler('cuda', enabled=amp_dtype == torch.float16)
+    probe = probe_opt = None
+    if cfg.text_aux_weight > 0:
+        probe = _TextProbe(mc.out_dim, mc.beit3.vocab_size).to(device)
+        probe_opt = torch.optim.AdamW(probe.parameters(), lr=cfg.lr, weight_decay=0.0)
 
     state_path = out / 'train_state.pt'
     step = 0
@@ -339,13 +372,15 @@ def train(cfg: TrainConfig, out: str | pathlib.Path, resume: bool = True) -> pat
         opt.load_state_dict(state['optimizer'])
         step = int(state['step'])
         elapsed_before = float(state.get('elapsed_s', 0.0))
+        if probe is not None and 'probe' in state:
+            probe.load_state_dict(state['probe'])
+            probe_opt.load_state_dict(state['probe_optimizer'])
         print(f'resumed from {state_path} at step {step}', flush=True)
     (out / 'train_config.json').write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + '\n')
     n_params = sum(p.numel() for p in model.parameters())
     print(f'model: {mc.architecture_name}, {n_params / 1e6:.2f} M parameters '
           f'({sum(p.numel() for p in params) / 1e6:.2f} M trainable), device {device}, amp {amp_dtype}', flush=True)
 
-    import multiprocessing
     progress = multiprocessing.get_context('fork' if sys.platform != 'win32' else 'spawn').Value('d', 0.0)
     progress.value = run_progress(cfg, step, elapsed_before)
     stream = _ImageStream(cfg, mc, progress)
@@ -359,9 +394,11 @@ def train(cfg: TrainConfig, out: str | pathlib.Path, resume: bool = True) -> pat
     running: dict[str, float] = {}
 
     def save_state(reason: str) -> None:
-        torch.save({'model': model.state_dict(), 'optimizer': opt.state_dict(), 'step': step,
-                    'elapsed_s': elapsed_before + time.time() - t_start, 'config': dataclasses.asdict(cfg)},
-                   state_path.with_suffix('.tmp'))
+        state = {'model': model.state_dict(), 'optimizer': opt.state_dict(), 'step': step,
+                 'elapsed_s': elapsed_before + time.time() - t_start, 'config': dataclasses.asdict(cfg)}
+        if probe is not None:
+            state.update(probe=probe.state_dict(), probe_optimizer=probe_opt.state_dict())
+        torch.save(state, state_path.with_suffix('.tmp'))
         os.replace(state_path.with_suffix('.tmp'), state_path)
         export_checkpoint(model, tok_dir, out, cfg.save_dtype)
         log.write(json.dumps({'event': 'save', 'step': step, 'reason': reason}) + '\n')
@@ -416,15 +453,23 @@ def train(cfg: TrainConfig, out: str | pathlib.Path, resume: bool = True) -> pat
         bce, dice, iou = mask_losses(logits, target)
         iou_loss = F.mse_loss(iou_pred.float(), iou)
         loss = cfg.bce_weight * bce.mean() + cfg.dice_weight * dice.mean() + cfg.iou_weight * iou_loss
+        text_loss = probe(prompts, ids, am) if probe is not None else None
+        if text_loss is not None:
+            loss = loss + cfg.text_aux_weight * text_loss
+            probe_opt.zero_grad(set_to_none=True)
+            for g in probe_opt.param_groups:
+                g['lr'] = lr
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         scaler.step(opt)
+        if probe_opt is not None:
+            scaler.step(probe_opt)
         scaler.update()
         step += 1
         for name, v in (('loss', loss.item()), ('bce', bce.mean().item()), ('dice', dice.mean().item()),
-                        ('iou', iou.mean().item())):
+                        ('iou', iou.mean().item()), ('text', text_loss.item() if text_loss is not None else 0.0)):
             running[name] = v if name not in running else 0.95 * running[name] + 0.05 * v
         if bar is not None:
             bar.update(1)
