@@ -53,6 +53,19 @@ def ros_context(ros_domain_id):
         rclpy.shutdown(context=context)
 
 
+# ---- CPU threads ---------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def one_torch_thread():
+    """One intra-op thread for a module of tiny-model tests: they gain nothing from more, and on a
+    shared 2-core machine OpenMP spin-waiting makes them many times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---- shared fixtures from ../shared ------------------------------------------------------
 def _shared_fixture(name):
     env = os.environ.get('EVF_SAM_SHARED_DIR')

@@ -2,6 +2,7 @@
 tester node that publishes camera/prompt topics and records every output, both spun by one
 MultiThreadedExecutor in a background thread. Waits poll conditions (never fixed long sleeps).
 """
+import contextlib
 import threading
 import time
 
@@ -160,6 +161,25 @@ class Harness:
     def set_prompt(self, text, n):
         self.prompt(text)
         assert self.wait_prompts(n), f'prompt {text!r} not applied: {self.node._prompts}'
+
+    @contextlib.contextmanager
+    def streaming(self, h, w, first_stamp=1, rate_hz=30.0):
+        """Publish h x w frames at ``rate_hz`` (stamps first_stamp+1, +2, ... s) while the block runs."""
+        stop = threading.Event()
+
+        def camera():
+            i = 0
+            while not stop.is_set():
+                i += 1
+                self.image_pub.publish(make_image(h, w, stamp=(first_stamp + i, 0)))
+                time.sleep(1 / rate_hz)
+        thread = threading.Thread(target=camera, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def call(self, client, request, timeout=10.0):
         assert client.wait_for_service(timeout_sec=timeout)

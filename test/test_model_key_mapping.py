@@ -15,14 +15,7 @@ from evf_sam_ros.model.modeling import EvfSamModel
 from evf_sam_ros.model.testing import make_tiny_model
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_torch_thread():
-    """One intra-op thread: tiny models gain nothing from more, and on a shared 2-core machine OpenMP
-    spin-waiting makes them many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 KEYS_DIR = pathlib.Path(__file__).resolve().parents[1].parent / 'shared' / 'reference' / 'keys'
 

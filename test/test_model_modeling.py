@@ -12,14 +12,7 @@ from evf_sam_ros.model.modeling import DecoderOutput, EvfSamModel, select_masks,
 from evf_sam_ros.model.testing import make_tiny_model
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_torch_thread():
-    """One intra-op thread: tiny models gain nothing from more, and on a shared 2-core machine OpenMP
-    spin-waiting makes them many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')
@@ -257,3 +250,18 @@ def test_behaviour_validation_and_aliases():
                     num_heads_per_stage=(1, 1, 1, 1), window_spec=(8, 4, 14, 7))
     with pytest.raises(ValueError, match='multiple of 16'):
         EvfSamConfig(sam_image_size=1000)
+
+
+@pytest.mark.parametrize('sam', ['sam1', 'sam2'])
+def test_layer_norm_eps_match_the_original_modules(tiny_models, sam):
+    """segment-anything / sam2 use nn.LayerNorm's default 1e-5 in the two-way transformer (transformers' SAM-1
+    config says 1e-6: found by the full-size parity test), 1e-6 in the image encoders and LayerNorm2d."""
+    model = tiny_models[sam]
+    transformer = model.sam.mask_decoder.transformer
+    norms = [m for m in transformer.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert norms and all(m.eps == 1e-5 for m in norms)
+    assert model.sam.mask_decoder.upscale_layer_norm.eps == 1e-6
+    encoder_norms = [m for m in model.sam.vision_encoder.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert encoder_norms and all(m.eps == 1e-6 for m in encoder_norms)
+    beit_norms = [m for m in model.beit3.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert all(m.eps == 1e-5 for m in beit_norms)

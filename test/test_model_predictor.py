@@ -12,14 +12,7 @@ from evf_sam_ros.model import (EvfSamError, EvfSamOutOfMemoryError, InvalidImage
 from evf_sam_ros.model.testing import make_tiny_checkpoint
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_torch_thread():
-    """One intra-op thread: tiny models gain nothing from more, and on a shared 2-core machine OpenMP
-    spin-waiting makes them many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 PROMPTS = ['the red cup', 'a dog running on the grass near the small white car behind the tree', 'sky',
            '[semantic] floor', 'the object on the far right']

@@ -1,6 +1,5 @@
 """Bad input and faults: each gives one clear (throttled) log line, the node stays up and keeps its
 state, and the next good input is processed."""
-import threading
 import time
 
 import cv2
@@ -187,17 +186,7 @@ def test_prompts_faster_than_inference(ros_context):
     pred = FakePredictor(delay=0.15)
     with Harness(ros_context, predictor=pred, params={'use_depth': False}) as h:
         assert h.wait_connected()
-        stop = threading.Event()
-
-        def camera():
-            i = 0
-            while not stop.is_set():
-                i += 1
-                h.image_pub.publish(make_image(H, W, stamp=(100 + i, 0)))
-                time.sleep(1 / 30)
-        t = threading.Thread(target=camera)
-        t.start()
-        try:
+        with h.streaming(H, W, first_stamp=100):
             for i in range(40):          # 40 commands in ~0.4 s (model: ~6 per second)
                 h.prompt(f'object number {i}')
                 time.sleep(0.01)
@@ -206,9 +195,6 @@ def test_prompts_faster_than_inference(ros_context):
                             3.0)
             n_out = h.count('segmentations')
             assert n_out <= 10, 'prompt commands must not queue inferences'
-        finally:
-            stop.set()
-            t.join()
         assert h.node._prompts == ['object number 39']
 
 

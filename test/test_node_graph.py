@@ -144,17 +144,7 @@ def test_score_threshold_gives_not_detected_and_is_runtime_changeable(ros_contex
 def test_once_mode_one_result_per_command(ros_context):
     with Harness(ros_context, params={'mode': 'once', 'use_depth': False}) as h:
         assert h.wait_connected()
-        stop = threading.Event()
-
-        def camera():
-            i = 0
-            while not stop.is_set():
-                i += 1
-                h.image_pub.publish(make_image(H, W, stamp=(10 + i, 0)))
-                time.sleep(1 / 30)
-        t = threading.Thread(target=camera)
-        t.start()
-        try:
+        with h.streaming(H, W, first_stamp=10):
             time.sleep(0.3)
             assert h.count('segmentations') == 0  # no command yet
             h.prompt('cup')
@@ -166,9 +156,6 @@ def test_once_mode_one_result_per_command(ros_context):
             time.sleep(0.3)
             assert h.count('segmentations') == 2
             assert [s.prompt for s in h.last('segmentations').segmentations] == ['bowl', 'cup']
-        finally:
-            stop.set()
-            t.join()
 
 
 def test_segment_service_and_it_does_not_block_the_stream(ros_context):

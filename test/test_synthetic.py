@@ -129,3 +129,13 @@ def test_scene_has_some_expression_of_common_kinds(seed):
     s = generate_scene(seed)
     kinds = {e.kind for e in generate_expressions(s)}
     assert 'no_match' in kinds and ('colour_shape' in kinds or 'shape' in kinds)
+
+
+def test_no_match_when_every_shape_of_a_colour_is_present():
+    """Regression: a scene holding all five shapes in one colour once left no near-miss combination."""
+    from types import SimpleNamespace
+    objs = [SimpleNamespace(colour='red', shape=s) for s in SHAPES]
+    scene = SimpleNamespace(objects=objs)
+    for seed in range(20):
+        e = sample_expression(np.random.default_rng(seed), scene, 'no_match')
+        assert e is not None and e.target is None and 'red' not in e.text.split()[-2:-1]

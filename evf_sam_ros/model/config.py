@@ -345,6 +345,10 @@ class EvfSamConfig:
         if not self.is_sam2:
             from transformers import SamConfig
 
+            # segment-anything's two-way transformer uses nn.LayerNorm's default eps (1e-5); transformers'
+            # SamMaskDecoderConfig defaults to 1e-6 there (SAM-2's decoder already uses 1e-5).
+            decoder_kwargs['layer_norm_eps'] = 1e-5
+
             vit = self.vit
             vision = dict(hidden_size=vit.embed_dim, output_channels=self.out_dim, num_hidden_layers=vit.depth,
                           num_attention_heads=vit.num_heads, image_size=size, patch_size=vit.patch_size,

@@ -239,6 +239,8 @@ def _no_match(rng, scene):
     colours_present = sorted({o.colour for o in scene.objects})
     combos = [(c, s) for c in (colours_present if r < 0.8 else list(COLOURS)) for s in SHAPES
               if (c, s) not in present]
+    if not combos:   # every shape of the present colours is there: use any other colour
+        combos = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present]
     c, s = combos[rng.integers(len(combos))]
     return Expression(_finish(rng, describe(rng, c, s)), 'no_match', None)
 
