@@ -30,6 +30,8 @@ def test_executables_and_share_files_are_installed():
         path = prefix / 'lib' / 'evf_sam_ros' / exe
         assert path.exists(), path
         assert os.access(path, os.X_OK), f'{path} is not executable'
+    cli = prefix / 'bin' / 'evf-sam'
+    assert os.access(cli, os.X_OK), f'{cli} is missing or not executable'
     share = pathlib.Path(get_package_share_directory('evf_sam_ros'))
     assert (share / 'launch' / 'segment.launch.py').is_file()
     assert (share / 'package.xml').is_file()
