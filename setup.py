@@ -11,7 +11,7 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.10,<3.13',
     packages=find_packages(include=['evf_sam_ros', 'evf_sam_ros.*']),
-    package_data={'evf_sam_ros.model': ['default_model/*']},
+    package_data={'evf_sam_ros.model': ['default_model/*'], 'evf_sam_ros.training': ['configs/*.json']},
     install_requires=[
         'torch>=2.4',
         'transformers>=5.0,<6',

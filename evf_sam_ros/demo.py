@@ -186,6 +186,11 @@ def _node_command(model_path: str | None) -> list[str]:
     args = [sys.executable, '-m', 'evf_sam_ros.ros.node', '--ros-args', '-r', f'__node:={NODE_NAME}',
             '-p', 'mode:=continuous', '-p', 'max_image_age:=5.0', '-p', 'depth_sync_tolerance:=0.0',
             '-p', 'image_qos:=reliable']
+    if not model_path:
+        # The embedded model's IoU head is calibrated low (it predicts ~0.2 for the kinds it mostly gets
+        # wrong, ~0.4+ for colour+shape); 0.3 keeps its good masks and drops most of its guesses
+        # (MODEL_CARD.md). Real checkpoints keep the node's default.
+        args += ['-p', 'score_threshold:=0.3']
     if model_path:
         args += ['-p', f'model_path:={model_path}']
     return args
@@ -286,6 +291,7 @@ def run_demo(out_dir: pathlib.Path, n_scenes: int, commands_per_scene: int, widt
             intr = Intrinsics(k.fx, k.fy, k.cx, k.cy, k.width, k.height)
             objs = ', '.join(f'{o.size} {o.colour} {o.shape}' for o in scene.objects)
             print(f'\n[demo] scene {scene_i + 1}/{len(script)} (seed {scene.seed}): {objs}', flush=True)
+            time.sleep(3.0 / rate)   # let the node receive this scene's image, depth and camera_info
             for cmd in commands:
                 res = CommandResult(cmd)
                 results.append(res)

@@ -12,9 +12,15 @@ from evf_sam_ros.training.evaluate import evaluate_predictor
 from evf_sam_ros.training.train import TEST_SEED
 
 N_SCENES = 60
-# Minimum gIoU per expression kind on seeds 2,000,000 .. +59 (set from the shipped model's scores).
-THRESHOLDS = {'all': 0.0, 'colour_shape': 0.0}
-MAX_MEDIAN_CENTROID_ERROR_M = 1.0
+# Minimum gIoU per expression kind on seeds 2,000,000 .. +59: the shipped model's scores there
+# (all 0.350, colour 0.813, colour+shape 0.627, shape 0.238, relation 0.259, ordinal 0.231, position 0.225,
+# size 0.191, no-match 0.150) minus a margin of ~0.05 for CPU kernel differences between machines.
+# The goals (colour+shape >= 0.80, overall >= 0.60) are NOT reached (see MODEL_CARD.md).
+THRESHOLDS = {'all': 0.30, 'colour': 0.76, 'colour_shape': 0.57, 'shape': 0.18, 'relation': 0.20,
+              'ordinal': 0.18, 'position': 0.17, 'size': 0.13, 'no_match': 0.10}
+# Median 3D centroid error (robust depth centroid of the predicted mask vs that of the true mask) for
+# colour+shape expressions: 1.0 cm on these scenes.
+MAX_MEDIAN_CENTROID_ERROR_M = 0.03
 
 
 @pytest.fixture(scope='module')
@@ -41,7 +47,7 @@ def test_giou_per_kind(results, kind):
 
 
 def test_centroid_error(results):
-    err = results['centroid_error_m']['all']['median_surface']
+    err = results['centroid_error_m']['colour_shape']['median_surface']
     assert err <= MAX_MEDIAN_CENTROID_ERROR_M
 
 

@@ -190,6 +190,10 @@ class SegmentNode(LifecycleNode):
         self._predictor = predictor
         log.info(f'model {getattr(predictor, "name", "?")} loaded on {getattr(predictor, "device", "?")} '
                  f'({getattr(predictor, "dtype", "?")})')
+        if getattr(predictor, 'is_default_model', False):
+            log.warning('model_path is empty: using the embedded SYNTHETIC TABLETOP DEMO model (coloured '
+                        'shapes on a table). It does not segment real scenes: set model_path to a real '
+                        'checkpoint, e.g. YxZhang/evf-sam2 (cached) or a local directory.')
         if p['warmup']:
             try:
                 t0 = time.monotonic()
@@ -349,6 +353,7 @@ class SegmentNode(LifecycleNode):
     def _on_depth(self, msg: Image) -> None:
         with self._cv:
             self._depth.append((_stamp_ns(msg.header), time.monotonic(), msg))
+            self._cv.notify_all()  # the worker may be waiting for this frame's depth
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
@@ -634,7 +639,9 @@ class SegmentNode(LifecycleNode):
         st = _stamp_ns(header)
         tol = p['depth_sync_tolerance']
         if tol > 0 and st > 0:
-            best = min(depths, key=lambda d: abs(d[0] - st))
+            best = self._wait_for_depth(st, tol)
+            if best is None:
+                return None, 1.0, None
             if abs(best[0] - st) > tol * 1e9:
                 self._report('depth_sync', f'no depth image within depth_sync_tolerance={tol} s '
                              f'of the colour image (closest is {abs(best[0] - st) / 1e9:.3f} s '
@@ -655,6 +662,21 @@ class SegmentNode(LifecycleNode):
                 "camera's aligned_depth_to_color topic or depth_image_proc/register); no 3D")
             return None, 1.0, None
         return depth, scale, k
+
+    def _wait_for_depth(self, stamp_ns: int, tol: float):
+        """The buffered depth closest to ``stamp_ns``; waits briefly (at most max(tol, 20 ms), capped
+        at 0.2 s) for one within ``tol`` that is still in flight: cameras publish depth just after
+        colour, and the worker takes the colour frame as soon as it lands."""
+        deadline = time.monotonic() + min(max(tol, 0.02), 0.2)
+        with self._cv:
+            while True:
+                if not self._depth:  # cleared by a lifecycle transition meanwhile
+                    return None
+                best = min(self._depth, key=lambda d: abs(d[0] - stamp_ns))
+                remaining = deadline - time.monotonic()
+                if abs(best[0] - stamp_ns) <= tol * 1e9 or remaining <= 0 or best[0] > stamp_ns:
+                    return best
+                self._cv.wait(remaining)
 
     # ------------------------------------------------------------------ outputs
     def _array_msg(self, header, targets) -> SegmentationArray:

@@ -47,13 +47,16 @@ def centroid_errors(pred_mask: np.ndarray, scene, target: int) -> tuple[float | 
 
 
 def evaluate_predictor(predictor, dataset: Iterable, *, limit: int | None = None, progress: bool = False,
-                       with_centroids: bool = True, score_threshold: float | None = None) -> dict[str, Any]:
+                       with_centroids: bool = True, score_threshold: float | None = None,
+                       also_gated: float | None = None) -> dict[str, Any]:
     """Run ``predictor`` (an EvfSamPredictor) over a dataset of Samples; returns scores per kind.
 
     ``score_threshold``: count a mask whose predicted IoU is below it as empty (what the node's
-    ``score_threshold`` gating does); None = the paper's protocol (raw masks).
+    ``score_threshold`` gating does); None = the paper's protocol (raw masks). ``also_gated``: in the same
+    pass, also score with that gating threshold (``result['gated']``).
     """
     acc = IoUAccumulator()
+    acc_gated = IoUAccumulator()
     cerr: dict[str, list[float]] = defaultdict(list)
     cerr_centre: dict[str, list[float]] = defaultdict(list)
     n_img = 0
@@ -71,6 +74,8 @@ def evaluate_predictor(predictor, dataset: Iterable, *, limit: int | None = None
             if score_threshold is not None and r.score < score_threshold:
                 mask = np.zeros_like(mask)
             acc.add(mask, e.mask, e.kind)
+            if also_gated is not None:
+                acc_gated.add(mask if r.score >= also_gated else np.zeros_like(mask), e.mask, e.kind)
             if with_centroids and sample.scene is not None and e.target is not None:
                 s, c = centroid_errors(mask, sample.scene, e.target)
                 if s is not None:
@@ -80,6 +85,9 @@ def evaluate_predictor(predictor, dataset: Iterable, *, limit: int | None = None
             print(f'  {n_img} images, {len(acc)} expressions, {time.time() - t0:.0f} s', file=sys.stderr, flush=True)
     out: dict[str, Any] = {'images': n_img, 'expressions': len(acc), 'scores': acc.summary(),
                            'seconds': round(time.time() - t0, 1)}
+    if also_gated is not None:
+        out['gated'] = {'score_threshold': also_gated, 'images': n_img, 'expressions': len(acc_gated),
+                        'scores': acc_gated.summary(), 'seconds': out['seconds']}
     if cerr:
         allv = [v for vs in cerr.values() for v in vs]
         allc = [v for vs in cerr_centre.values() for v in vs]

@@ -92,7 +92,12 @@ The node additionally reports a target as not detected when its predicted IoU is
 {format_report(gated)}
 ```
 
-Goals of the issue: gIoU >= 0.80 for colour+shape, >= 0.60 overall.
+Goals of the issue: gIoU >= 0.80 for colour+shape, >= 0.60 overall. **Not reached**: colour+shape and
+overall are the numbers above. The model has learned colours well and shapes poorly; spatial words
+(left/right, leftmost, next to ...) and "not there" are mostly not learned within this budget. Its IoU head
+is calibrated low (about 0.2 for the kinds it gets wrong, 0.4-0.7 for colour expressions), so the demo
+runs the node with `score_threshold:=0.3`, which keeps its colour/colour+shape masks and turns most of
+its guesses into "not detected".
 
 ## Validation during training
 
@@ -118,8 +123,8 @@ def ship(run: str | pathlib.Path, dest: pathlib.Path = DEFAULT_DIR, scenes: int 
         shutil.copyfile(run / name, dest / name)
         os.chmod(dest / name, 0o644)
     predictor = load_model(dest)
-    res = evaluate_predictor(predictor, SyntheticDataset(TEST_SEED, scenes))
-    gated = evaluate_predictor(predictor, SyntheticDataset(TEST_SEED, scenes), score_threshold=0.5)
+    res = evaluate_predictor(predictor, SyntheticDataset(TEST_SEED, scenes), also_gated=0.5)
+    gated = res.pop('gated')
     log = _log(run)
     end = next((r for r in reversed(log) if r.get('event') == 'end'), {})
     if not end:   # a run still in progress: take the last save
