@@ -26,14 +26,14 @@ def _stream_once(h, stamp=(5, 250), depth=None, encoding='rgb8', value=0):
     h.image_pub.publish(make_image(H, W, value=value, encoding=encoding, stamp=stamp))
 
 
-def _publish_until(h, name, n=1, timeout=10.0, **kw):
-    """Publish frames (fresh stamps) until `n` outputs on `name` arrived."""
+def _publish_until(h, name, n=1, timeout=10.0, until=None, **kw):
+    """Publish frames (fresh stamps) until `n` outputs on `name` arrived (and `until()` holds)."""
     deadline = time.monotonic() + timeout
     i = 0
     while time.monotonic() < deadline:
         i += 1
         _stream_once(h, stamp=(5 + i, 250), **kw)
-        if wait_for(lambda: h.count(name) >= n, 0.15):
+        if wait_for(lambda: h.count(name) >= n and (until is None or until()), 0.15):
             return True
     return False
 
@@ -359,7 +359,12 @@ def test_markers_cleared_when_target_disappears_and_diagnostics(ros_context):
         assert len(h.last('markers').markers) == 3
         h.set_prompt('absent cup', 1)
         n = h.count('markers')
-        assert _publish_until(h, 'markers', n + 1, depth=plane)
+
+        def absent_cup_done():  # a frame taken before the prompt change may still publish 'cup'
+            seg = h.last('segmentations')
+            return seg is not None and seg.segmentations[0].prompt == 'absent cup'
+        assert _publish_until(h, 'markers', n + 1, until=absent_cup_done, depth=plane)
+        assert wait_for(lambda: h.last('markers').markers[0].action == h.last('markers').markers[0].DELETEALL)
         last = h.last('markers').markers
         assert len(last) == 1 and last[0].action == last[0].DELETEALL
         assert wait_for(lambda: any(s.values for d in h.received['diagnostics'] for s in d.status))
