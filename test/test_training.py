@@ -1,6 +1,5 @@
 """Training / evaluation tools on a tiny model: a few steps, checkpoint layout, resume, CLI, user data."""
 import json
-import pathlib
 
 import numpy as np
 import pytest

@@ -1,7 +1,33 @@
-"""Console entry points installed as ``lib/evf_sam_ros/<name>`` (see CMakeLists.txt)."""
+"""Console entry points installed as ``lib/evf_sam_ros/<name>`` (see CMakeLists.txt), and the
+spin-until-shutdown loop they share."""
 from __future__ import annotations
 
 import sys
+
+
+def run_node(make_node, args=None, executor_factory=None) -> int:
+    """``rclpy.init``, spin ``make_node()`` until Ctrl-C or shutdown, then tear down in the order
+    rclpy needs (executor shut down before the node is destroyed, or the process aborts)."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    rclpy.init(args=args)
+    executor = (executor_factory or SingleThreadedExecutor)()
+    node = None
+    try:
+        node = make_node()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None and hasattr(node, 'close'):
+            node.close()
+        executor.shutdown()
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
 
 
 def segment_node(args=None) -> int:
@@ -11,7 +37,7 @@ def segment_node(args=None) -> int:
 
 
 def synthetic_camera(args=None) -> int:
-    """The synthetic tabletop camera (written by the data engineer)."""
+    """The synthetic tabletop camera (generated scenes as image, depth and camera_info)."""
     from evf_sam_ros.ros.synthetic_camera import main
     rc = main(sys.argv if args is None else args)
     return 0 if rc is None else int(rc)

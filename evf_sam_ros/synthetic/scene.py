@@ -134,8 +134,8 @@ def _convex(o: np.ndarray, d: np.ndarray, normals: np.ndarray, offsets: np.ndarr
     return np.where(hit, t_enter, np.inf), normal
 
 
-def _cylinder(o, d, radius, z0, z1):
-    """Ray vs vertical solid cylinder. Returns (t_enter, t_exit, normal at entry)."""
+def _infinite_cylinder(o, d, radius):
+    """Ray vs the infinite vertical cylinder x^2 + y^2 = r^2: (hit, t_in, t_out) per ray."""
     a = d[:, 0] ** 2 + d[:, 1] ** 2
     b = 2 * (o[:, 0] * d[:, 0] + o[:, 1] * d[:, 1])
     c = o[:, 0] ** 2 + o[:, 1] ** 2 - radius ** 2
@@ -143,8 +143,12 @@ def _cylinder(o, d, radius, z0, z1):
     ok = (disc > 0) & (a > 1e-12)
     sq = np.sqrt(np.where(ok, disc, 0))
     a_safe = np.where(a > 1e-12, a, 1)
-    s0 = np.where(ok, (-b - sq) / (2 * a_safe), np.inf)
-    s1 = np.where(ok, (-b + sq) / (2 * a_safe), -np.inf)
+    return ok, np.where(ok, (-b - sq) / (2 * a_safe), np.inf), np.where(ok, (-b + sq) / (2 * a_safe), -np.inf)
+
+
+def _cylinder(o, d, radius, z0, z1):
+    """Ray vs vertical solid cylinder. Returns (t_enter, t_exit, normal at entry)."""
+    ok, s0, s1 = _infinite_cylinder(o, d, radius)
     dz = np.where(np.abs(d[:, 2]) < 1e-12, 1e-12, d[:, 2])
     za, zb = (z0 - o[:, 2]) / dz, (z1 - o[:, 2]) / dz
     zlo, zhi = np.minimum(za, zb), np.maximum(za, zb)
@@ -176,15 +180,7 @@ def _sphere(o, d, radius, zc):
 def _ring(o, d, outer, inner, height):
     """A flat washer lying on the table: outer cylinder minus the inner hole."""
     t0, t1, n = _cylinder(o, d, outer, 0.0, height)
-    a = d[:, 0] ** 2 + d[:, 1] ** 2
-    b = 2 * (o[:, 0] * d[:, 0] + o[:, 1] * d[:, 1])
-    c = o[:, 0] ** 2 + o[:, 1] ** 2 - inner ** 2
-    disc = b * b - 4 * a * c
-    ok = (disc > 0) & (a > 1e-12)
-    sq = np.sqrt(np.where(ok, disc, 0))
-    a_safe = np.where(a > 1e-12, a, 1)
-    u0 = np.where(ok, (-b - sq) / (2 * a_safe), np.inf)
-    u1 = np.where(ok, (-b + sq) / (2 * a_safe), -np.inf)
+    _, u0, u1 = _infinite_cylinder(o, d, inner)
     in_hole = (t0 > u0) & (t0 < u1)
     t_hit = np.where(in_hole, np.where(u1 < t1, u1, np.inf), t0)
     p = o + d * np.where(np.isfinite(t_hit), t_hit, 0)[:, None]
