@@ -255,21 +255,25 @@ def test_launch_starts_the_node_with_args_remaps_and_params(ros_context, ros_dom
     ex = SingleThreadedExecutor(context=ros_context)
     ex.add_node(tester)
     try:
-        def ready():
+        expected = [('/cam1/color/image_raw', 'sensor_msgs/msg/Image'),
+                    ('/cam1/color/camera_info', 'sensor_msgs/msg/CameraInfo'),
+                    ('/cam1/depth/aligned', 'sensor_msgs/msg/Image'),
+                    ('/speech/text', 'std_msgs/msg/String'),
+                    ('/cam1/evf_sam/segmentations', 'evf_sam_ros/msg/SegmentationArray'),
+                    ('/cam1/evf_sam/mask', 'sensor_msgs/msg/Image'),
+                    ('/cam1/evf_sam/centroid', 'geometry_msgs/msg/PointStamped'),
+                    ('/cam1/evf_sam/markers', 'visualization_msgs/msg/MarkerArray'),
+                    ('/diagnostics', 'diagnostic_msgs/msg/DiagnosticArray')]
+
+        def ready():  # endpoints are discovered one by one: wait for all of them
             names = tester.get_node_names_and_namespaces()
             topics = dict(tester.get_topic_names_and_types())
-            return ('evf_sam', '/cam1') in names and '/cam1/evf_sam/segmentations' in topics
-        assert _wait(ready, 90, ex), proc.output()[-3000:]
+            return ('evf_sam', '/cam1') in names and all(
+                t in topics and typ in topics[t] for t, typ in expected)
+        _wait(ready, 90, ex)
         topics = dict(tester.get_topic_names_and_types())
-        for t, typ in [('/cam1/color/image_raw', 'sensor_msgs/msg/Image'),
-                       ('/cam1/color/camera_info', 'sensor_msgs/msg/CameraInfo'),
-                       ('/cam1/depth/aligned', 'sensor_msgs/msg/Image'),
-                       ('/speech/text', 'std_msgs/msg/String'),
-                       ('/cam1/evf_sam/mask', 'sensor_msgs/msg/Image'),
-                       ('/cam1/evf_sam/centroid', 'geometry_msgs/msg/PointStamped'),
-                       ('/cam1/evf_sam/markers', 'visualization_msgs/msg/MarkerArray'),
-                       ('/diagnostics', 'diagnostic_msgs/msg/DiagnosticArray')]:
-            assert t in topics and typ in topics[t], (t, topics.get(t))
+        for t, typ in expected:
+            assert t in topics and typ in topics[t], (t, topics.get(t), proc.output()[-2000:])
         subs = tester.get_subscriber_names_and_types_by_node('evf_sam', '/cam1')
         assert '/cam1/color/image_raw' in dict(subs)
         # lifecycle: autostart -> active
