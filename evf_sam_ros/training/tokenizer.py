@@ -8,11 +8,10 @@ model with the same layout (and the same file names), which keeps the embedding 
 from __future__ import annotations
 
 import io
-import json
 import pathlib
 from typing import Iterable
 
-__all__ = ['train_sentencepiece', 'build_tokenizer', 'load_tokenizer']
+__all__ = ['train_sentencepiece', 'build_tokenizer']
 
 SPM_FILE = 'sentencepiece.bpe.model'
 
@@ -41,22 +40,12 @@ def train_sentencepiece(lines: Iterable[str], out_dir: str | pathlib.Path, vocab
 
 
 def build_tokenizer(out_dir: str | pathlib.Path, lines: Iterable[str] | None = None, vocab_size: int = 160):
-    """Train the grammar vocabulary (or the given lines) and save an ``XLMRobertaTokenizer`` in out_dir."""
+    """Train the grammar vocabulary (or the given lines) and write the XLM-R style tokenizer files in out_dir."""
+    from evf_sam_ros.model.tokenizer import load_tokenizer, make_tokenizer_dir
+
     if lines is None:
         from evf_sam_ros.synthetic.grammar import vocabulary_corpus
         lines = vocabulary_corpus()
     out_dir = pathlib.Path(out_dir)
-    train_sentencepiece(lines, out_dir, vocab_size)
-    # The official files: the spm model plus the slow-tokenizer config (transformers converts it on load).
-    specials = {'bos_token': '<s>', 'eos_token': '</s>', 'unk_token': '<unk>', 'sep_token': '</s>',
-                'cls_token': '<s>', 'pad_token': '<pad>', 'mask_token': '<mask>'}
-    (out_dir / 'special_tokens_map.json').write_text(json.dumps(specials, indent=2) + '\n')
-    (out_dir / 'tokenizer_config.json').write_text(json.dumps(
-        {'tokenizer_class': 'XLMRobertaTokenizer', 'use_fast': False, 'padding_side': 'right',
-         'model_max_length': 512, **specials}, indent=2) + '\n')
+    make_tokenizer_dir(out_dir, train_sentencepiece(lines, out_dir, vocab_size))
     return load_tokenizer(out_dir)
-
-
-def load_tokenizer(directory: str | pathlib.Path):
-    from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(str(directory))
