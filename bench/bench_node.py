@@ -193,18 +193,16 @@ def run_client(args):
 
 
 def run_cross_process(w, h, args, shm: bool):
-    env = dict(os.environ, ROS_DOMAIN_ID=str(args.domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               PYTHONUNBUFFERED='1')
-    env.pop('FASTDDS_DEFAULT_PROFILES_FILE', None)
-    if shm:
-        env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(SHM_PROFILE)
-    node = subprocess.Popen(
-        [sys.executable, '-m', 'evf_sam_ros.ros.node', '--ros-args',
-         '-p', f'model_path:=fake:delay={args.model_ms / 1000.0},radius=0.2',
-         '-p', 'diagnostics_period:=0.25', '-p', 'depth_sync_tolerance:=0.0',
-         '--log-level', 'warn'],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
-        cwd=str(ROOT))
+    from evf_sam_ros.ros.process import NodeProcess, ros_env
+
+    os.environ.pop('FASTDDS_DEFAULT_PROFILES_FILE', None)  # each case chooses its transport explicitly
+    node_env = {'FASTDDS_DEFAULT_PROFILES_FILE': str(SHM_PROFILE)} if shm else {}
+    env = ros_env(args.domain_id, **node_env)
+    node = NodeProcess.python_module(
+        'evf_sam_ros.ros.node',
+        ['-p', f'model_path:=fake:delay={args.model_ms / 1000.0},radius=0.2',
+         '-p', 'diagnostics_period:=0.25', '-p', 'depth_sync_tolerance:=0.0', '--log-level', 'warn'],
+        args.domain_id, **node_env)
     try:
         out = subprocess.run(
             [sys.executable, __file__, '--client', f'{w}x{h}', '--duration', str(args.duration),
@@ -215,17 +213,7 @@ def run_cross_process(w, h, args, shm: bool):
                 return json.loads(line[7:])
         raise RuntimeError(f'client failed: {out.stdout[-2000:]} {out.stderr[-2000:]}')
     finally:
-        import signal
-        for _ in range(2):
-            if node.poll() is None:
-                node.send_signal(signal.SIGINT)
-                try:
-                    node.wait(timeout=3)
-                except subprocess.TimeoutExpired:
-                    pass
-        if node.poll() is None:
-            os.killpg(node.pid, signal.SIGKILL)
-            node.wait()
+        node.stop(timeout=6.0)
 
 
 def main(argv=None):

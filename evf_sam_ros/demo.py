@@ -24,8 +24,6 @@ import math
 import os
 import pathlib
 import re
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -140,48 +138,6 @@ def _overlay(rgb: np.ndarray, pred: np.ndarray | None, gt: np.ndarray, lines: li
     return bgr
 
 
-# ---- node process ---------------------------------------------------------------------------------
-
-class _NodeProcess:
-    def __init__(self, args: list[str], env: dict, log_path: pathlib.Path) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, 'w')
-        self.proc = subprocess.Popen(args, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> int:
-        """SIGINT, wait; SIGINT again (a first one can be lost while rcl waits), wait; then kill."""
-        for wait in (10.0, 5.0):
-            if self.proc.poll() is not None:
-                break
-            try:
-                os.killpg(self.proc.pid, signal.SIGINT)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(wait)
-            except subprocess.TimeoutExpired:
-                pass
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(5)
-        self._log.close()
-        return self.proc.returncode
-
-    def log_lines(self, pattern: str) -> list[str]:
-        try:
-            text = self.log_path.read_text()
-        except OSError:
-            return []
-        return [ln for ln in text.splitlines() if re.search(pattern, ln, re.I)]
-
-
 def _node_command(model_path: str | None) -> list[str]:
     args = [sys.executable, '-m', 'evf_sam_ros.ros.node', '--ros-args', '-r', f'__node:={NODE_NAME}',
             '-p', 'mode:=continuous', '-p', 'max_image_age:=5.0', '-p', 'depth_sync_tolerance:=0.0',
@@ -212,6 +168,8 @@ def run_demo(out_dir: pathlib.Path, n_scenes: int, commands_per_scene: int, widt
 
     from evf_sam_ros.geometry import Intrinsics, centroid_3d
     from evf_sam_ros.msg import SegmentationArray
+    from evf_sam_ros.ros.process import NodeProcess
+    from evf_sam_ros.training.metrics import mask_iou
     from evf_sam_ros.ros.synthetic_camera import scene_messages
 
     t_begin = time.monotonic()
@@ -219,11 +177,9 @@ def run_demo(out_dir: pathlib.Path, n_scenes: int, commands_per_scene: int, widt
     script = build_script(n_scenes, commands_per_scene, width=width, height=height)
     domain_id = int(os.environ['ROS_DOMAIN_ID']) if os.environ.get('ROS_DOMAIN_ID', '').isdigit() \
         else 100 + os.getpid() % 100
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               PYTHONUNBUFFERED='1')
     print(f'[demo] ROS domain {domain_id}; starting the node ({"model " + model_path if model_path else "embedded default model"})',
           flush=True)
-    node_proc = _NodeProcess(_node_command(model_path), env, out_dir / 'node.log')
+    node_proc = NodeProcess(_node_command(model_path), domain_id, out_dir / 'node.log')
     print(f'[demo] node pid {node_proc.proc.pid}, log {out_dir / "node.log"}', flush=True)
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain_id)
@@ -280,7 +236,7 @@ def run_demo(out_dir: pathlib.Path, n_scenes: int, commands_per_scene: int, widt
             time.sleep(0.2)
         else:
             raise RuntimeError(f'the node did not come up within {startup_timeout_s:.0f} s; see {out_dir / "node.log"}')
-        for line in node_proc.log_lines(r'default|synthetic|model'):
+        for line in (ln for ln in node_proc.output().splitlines() if re.search(r'default|synthetic|model', ln, re.I)):
             print('[node] ' + line.split(']: ', 1)[-1], flush=True)
         print(f'[demo] node ready after {time.monotonic() - t_begin:.1f} s; live topics (RViz, ROS_DOMAIN_ID='
               f'{domain_id}): /image /depth /camera_info /{NODE_NAME}/overlay /{NODE_NAME}/markers', flush=True)
@@ -324,8 +280,7 @@ def run_demo(out_dir: pathlib.Path, n_scenes: int, commands_per_scene: int, widt
                 labels = labels[:, :mask_msg.width]
                 pred = labels == seg.label if res.detected else np.zeros(labels.shape, bool)
                 gt = scene.mask(cmd.target)
-                inter, union = np.count_nonzero(pred & gt), np.count_nonzero(pred | gt)
-                res.iou = 1.0 if union == 0 else inter / union
+                res.iou = mask_iou(pred, gt)
                 centre_px = None
                 if res.detected and seg.has_position and cmd.target is not None:
                     p = np.array([seg.position.x, seg.position.y, seg.position.z])

@@ -162,6 +162,12 @@ class Harness:
         self.prompt(text)
         assert self.wait_prompts(n), f'prompt {text!r} not applied: {self.node._prompts}'
 
+    def publish_frames(self, h, w, n, first_stamp, period=0.02):
+        """Publish ``n`` h x w frames with stamps first_stamp, first_stamp+1, ... s."""
+        for i in range(n):
+            self.image_pub.publish(make_image(h, w, stamp=(first_stamp + i, 0)))
+            time.sleep(period)
+
     @contextlib.contextmanager
     def streaming(self, h, w, first_stamp=1, rate_hz=30.0):
         """Publish h x w frames at ``rate_hz`` (stamps first_stamp+1, +2, ... s) while the block runs."""

@@ -212,9 +212,7 @@ def test_enable_pauses_and_resumes(ros_context):
         assert r.success and 'paused' in r.message
         time.sleep(0.1)
         h.clear()
-        for i in range(10):
-            h.image_pub.publish(make_image(H, W, stamp=(200 + i, 0)))
-            time.sleep(0.02)
+        h.publish_frames(H, W, 10, first_stamp=200)
         time.sleep(0.2)
         assert h.count('segmentations') == 0
         r = h.call(cli, SetBool.Request(data=True))
@@ -232,9 +230,7 @@ def test_lifecycle_transitions_and_model_release(ros_context):
         assert h.factory_calls == 1 and node._predictor is h.predictor
         assert h.wait_connected()
         h.set_prompt('cup', 1)
-        for i in range(5):  # inactive: no outputs
-            h.image_pub.publish(make_image(H, W, stamp=(300 + i, 0)))
-            time.sleep(0.02)
+        h.publish_frames(H, W, 5, first_stamp=300)
         time.sleep(0.2)
         assert h.count('segmentations') == 0
         node.trigger_activate()
@@ -243,9 +239,7 @@ def test_lifecycle_transitions_and_model_release(ros_context):
         node.trigger_deactivate()
         assert node._state_machine.current_state[0] == State.PRIMARY_STATE_INACTIVE
         h.clear()
-        for i in range(5):
-            h.image_pub.publish(make_image(H, W, stamp=(400 + i, 0)))
-            time.sleep(0.02)
+        h.publish_frames(H, W, 5, first_stamp=400)
         time.sleep(0.2)
         assert h.count('segmentations') == 0
         node.trigger_cleanup()
