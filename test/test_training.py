@@ -51,6 +51,51 @@ def test_text_probe_rewards_text_dependent_prompts():
     assert loss.item() > 1.0 and torch.isfinite(same.grad).all()
 
 
+def test_referent_probe_targets_and_gradients():
+    from evf_sam_ros.training.train import _ReferentProbe
+    torch.manual_seed(0)
+    probe = _ReferentProbe(16, 8)
+    features = torch.randn(2, 1 + 4 + 3, 16, requires_grad=True)     # [CLS] + 2x2 patches + 3 text tokens
+    prompts = torch.randn(2, 1, 8, requires_grad=True)
+    patches = torch.zeros(2, 2, 2)
+    patches[0, 0, 1] = 1.0
+    mask = torch.zeros(2, 8, 8)
+    mask[0, :4, 4:] = 1.0                       # target in the top-right quarter; sample 1 has no target
+    loss = probe(features, prompts, patches, mask)
+    loss.backward()
+    assert torch.isfinite(loss) and features.grad[:, 1:5].abs().sum() > 0 and prompts.grad.abs().sum() > 0
+    assert features.grad[:, 5:].abs().sum() == 0          # text tokens are not supervised
+    # a head that says exactly "top-right, exists" for sample 0 and "absent" for sample 1 has a lower loss
+    with torch.no_grad():
+        probe.prompt_head[2].weight.zero_()
+        probe.prompt_head[2].bias.copy_(torch.tensor([0.0, 0.0, 0.0]))
+        worse = probe(features, prompts, patches, mask)
+        probe.prompt_head[2].bias.copy_(torch.tensor([0.0, float(torch.logit(torch.tensor(0.75))),
+                                                      float(torch.logit(torch.tensor(0.25)))]))
+        better = probe(features, prompts, patches, mask)
+    assert better < worse
+
+
+def test_resize_beit3_input_keeps_weights_and_interpolates_positions():
+    from evf_sam_ros.model import EvfSamModel
+    from evf_sam_ros.training.train import _resize_beit3_input, build_model_config
+    torch.manual_seed(0)
+    model = EvfSamModel(build_model_config(TINY, vocab_size=32)).eval()
+    bigger = _resize_beit3_input(model, 64).eval()
+    assert bigger.config.beit3.img_size == 64 and model.config.beit3.img_size == 32
+    a, b = model.state_dict(), bigger.state_dict()
+    key = next(k for k in a if k.endswith('embed_positions.A.weight'))
+    assert a[key].shape[0] == 3 + 4 and b[key].shape[0] == 3 + 16     # 2x2 -> 4x4 patches
+    assert torch.equal(a[key][:3], b[key][:3])                      # offset rows and [CLS] kept
+    assert all(torch.equal(a[k], b[k]) for k in a if k != key)
+    # the resized model runs on the new input size; resizing to the same size changes nothing
+    ids = torch.tensor([[0, 5, 6, 2]])
+    out = bigger.prompt_embeddings(torch.zeros(1, 3, 64, 64), ids, torch.ones_like(ids))
+    assert out.shape == (1, 1, TINY['out_dim']) and torch.isfinite(out).all()
+    same = _resize_beit3_input(model, 32)
+    assert all(torch.allclose(a[k], same.state_dict()[k], atol=1e-6) for k in a)
+
+
 def test_lr_schedule():
     cfg = TrainConfig(steps=100, warmup_steps=10, lr=1e-3, min_lr_ratio=0.1)
     assert _lr_at(cfg, 0) == pytest.approx(1e-4)
@@ -62,7 +107,7 @@ def test_train_resume_export_and_evaluate(tmp_path):
     from evf_sam_ros.model import load_model
     from evf_sam_ros.training import evaluate
     out = tmp_path / 'run'
-    train(_cfg(text_aux_weight=1.0), out)
+    train(_cfg(text_aux_weight=1.0, referent_aux_weight=1.0), out)
     for name in ('config.json', 'model.safetensors', 'sentencepiece.bpe.model', 'tokenizer_config.json',
                  'train_state.pt', 'train_log.jsonl'):
         assert (out / name).is_file(), name
@@ -72,12 +117,14 @@ def test_train_resume_export_and_evaluate(tmp_path):
     assert 'gIoU' in end['scores']['all'] and end['step'] == 3
     state = torch.load(out / 'train_state.pt', weights_only=False)
     assert state['step'] == 3
-    assert 'probe' in state            # the training-only text probe is resumable ...
+    assert 'probe' in state and 'referent' in state    # the training-only heads are resumable ...
     # resume: continues at step 3 up to 5
-    train(_cfg(steps=5, text_aux_weight=1.0), out)
+    train(_cfg(steps=5, text_aux_weight=1.0, referent_aux_weight=1.0), out)
     assert torch.load(out / 'train_state.pt', weights_only=False)['step'] == 5
     import safetensors.torch as st     # ... but not part of the exported checkpoint
-    assert not any('probe' in k or 'head' == k.split('.')[0] for k in st.load_file(str(out / 'model.safetensors')))
+    exported = st.load_file(str(out / 'model.safetensors'))
+    assert not any('probe' in k or 'referent' in k or k.split('.')[0] in ('head', 'patch_head', 'prompt_head')
+                   for k in exported)
     # the export loads with the public loader and runs
     predictor = load_model(out)
     from evf_sam_ros.synthetic.scene import generate_scene
@@ -124,3 +171,22 @@ def test_finetune_from_checkpoint_with_frozen_encoder_on_user_data(tmp_path):
     assert enc and dec
     assert all(torch.equal(a[k], b[k]) for k in enc)            # frozen
     assert any(not torch.equal(a[k], b[k]) for k in dec)        # trained
+
+
+def test_ship_two_stage_recipe_writes_card(tmp_path):
+    from evf_sam_ros.model import load_model
+    from evf_sam_ros.training import ship
+    first, second, dest = tmp_path / 'stage1', tmp_path / 'stage2', tmp_path / 'default_model'
+    train(_cfg(steps=1, text_aux_weight=1.0), first)
+    train(_cfg(steps=1, init=str(first), init_beit3_img_size=64, referent_aux_weight=1.0), second)
+    assert ship.main(['--run', str(first), '--run', str(second), '--config', 'a.json', '--config', 'b.json',
+                      '--dest', str(dest), '--scenes', '2']) == 0
+    card = (dest / 'MODEL_CARD.md').read_text()
+    assert load_model(dest).model.config.beit3.img_size == 64          # the last stage is installed
+    assert f'--config a.json --out {first}' in card and f'--config b.json --out {second}' in card
+    assert 'word probe' in card and 'referent probe' in card and '2 stage(s)' in card
+    assert '**not reached**' in card                                     # a 2-step model reaches no goal
+    ev = json.loads((dest / 'eval.json').read_text())
+    assert ev['steps'] == 2 and 'colour_shape' in ev['scores']
+    with pytest.raises(SystemExit):                                      # one config per stage
+        ship.main(['--run', str(first), '--run', str(second), '--config', 'a.json', '--dest', str(dest)])

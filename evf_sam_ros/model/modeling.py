@@ -188,8 +188,11 @@ class EvfSamModel(nn.Module):
     def prompt_embeddings(self, beit3_pixel_values: torch.Tensor, input_ids: torch.Tensor,
                           attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """[B|1, 3, 224, 224] + [B, T] ids -> the SAM prompt token [B, 1, out_dim] (projected vision [CLS])."""
-        cls = self.beit3_features(beit3_pixel_values, input_ids, attention_mask)[:, :1]  # [B, 1, D]
-        return self.text_hidden_fcs[0](cls)
+        return self.prompt_from_features(self.beit3_features(beit3_pixel_values, input_ids, attention_mask))
+
+    def prompt_from_features(self, beit3_features: torch.Tensor) -> torch.Tensor:
+        """BEiT-3 output [B, L, D] -> the SAM prompt token [B, 1, out_dim] (projected vision [CLS])."""
+        return self.text_hidden_fcs[0](beit3_features[:, :1])
 
     # ---- mask decoder ----------------------------------------------------------------------------
     def decode_all(self, image_embeddings: SamImageEmbeddings, prompt_embeddings: torch.Tensor,

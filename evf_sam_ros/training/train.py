@@ -62,6 +62,7 @@ TEST_SEED = 2_000_000
 class TrainConfig:
     model: Any = field(default_factory=lambda: dict(SMALL_MODEL))  # dict of EvfSamConfig fields | preset name
     init: str | None = None                 # checkpoint dir to start from (weights + tokenizer)
+    init_beit3_img_size: int = 0            # with init: give BEiT-3 this input size (position table interpolated)
     tokenizer: str | None = None            # tokenizer dir; None: the checkpoint's, or build the grammar's
     tokenizer_vocab_size: int = 160
     data: str = 'synthetic'                 # synthetic | user:DIR[:SPLIT] | refcoco:ROOT[:name|by|split]
@@ -80,6 +81,7 @@ class TrainConfig:
     iou_weight: float = 1.0
     loss_size: int = 128                    # masks are compared at this size (low-res logits upsampled); 0: SAM size
     text_aux_weight: float = 0.0            # bag-of-words loss on the prompt token (see _TextProbe); 0: off
+    referent_aux_weight: float = 0.0        # where-is-the-target losses on BEiT-3 (see _ReferentProbe); 0: off
     freeze_sam_encoder: bool = False
     amp: str = 'auto'                       # auto (bf16/fp16 on CUDA, off on CPU) | off | bf16 | fp16
     device: str = 'auto'
@@ -161,12 +163,17 @@ class _ImageStream(torch.utils.data.IterableDataset):
                 yield self._from_dataset(rng, source)
 
     def _prepare(self, image: np.ndarray, texts: list[str], masks: list[np.ndarray], kinds: list[str]) -> dict:
+        import cv2
         from evf_sam_ros.model.preprocessing import beit3_pixel_values, sam_pixel_values
         mc = self.model_cfg
         sam_px, info = sam_pixel_values(image, mc.behaviour.sam_resize, mc.sam_image_size)
         beit = beit3_pixel_values(image, mc.beit3.img_size)
         target = np.stack([mask_to_sam_frame(m, info, self.cfg.loss_size or mc.sam_image_size) for m in masks])
-        return dict(sam=sam_px[0], beit=beit[0], target=torch.from_numpy(target), texts=texts, kinds=kinds)
+        # the target's share of each BEiT-3 patch (the BEiT-3 input is the whole image squashed to a square)
+        grid = mc.beit3.img_size // mc.beit3.patch_size
+        patches = np.stack([cv2.resize(m.astype(np.float32), (grid, grid), interpolation=cv2.INTER_AREA) for m in masks])
+        return dict(sam=sam_px[0], beit=beit[0], target=torch.from_numpy(target), patches=torch.from_numpy(patches),
+                    texts=texts, kinds=kinds)
 
     def _synthetic(self, rng: np.random.Generator, progress: float) -> dict:
         from evf_sam_ros.synthetic.grammar import sample_expression
@@ -256,6 +263,43 @@ class _TextProbe(torch.nn.Module):
         return -(logp * keep).sum() / keep.sum().clamp(min=1)
 
 
+class _ReferentProbe(torch.nn.Module):
+    """Training-only auxiliary heads that say *where* the referred object is, so BEiT-3 learns to find it.
+
+    The mask loss reaches BEiT-3 only through one prompt token and the decoder; from scratch that signal
+    is too weak for words that need BEiT-3 itself to look at the image ("the leftmost box", "the cube
+    next to the red ball", "the ball" when colour does not help). Two cheap direct signals:
+    * from every BEiT-3 vision patch: the share of that patch covered by the target (BCE, soft targets);
+    * from the projected prompt token: whether a target exists (BCE) and its mask centre (L1, in the
+      SAM frame, [0, 1]), i.e. the prompt must carry the object's place, as SAM's point prompts do.
+    Not part of the exported checkpoint.
+    """
+
+    def __init__(self, beit_dim: int, prompt_dim: int) -> None:
+        super().__init__()
+        self.patch_head = torch.nn.Linear(beit_dim, 1)
+        self.prompt_head = torch.nn.Sequential(torch.nn.Linear(prompt_dim, prompt_dim), torch.nn.GELU(),
+                                               torch.nn.Linear(prompt_dim, 3))
+
+    def forward(self, features: torch.Tensor, prompts: torch.Tensor, patch_target: torch.Tensor,
+                mask_target: torch.Tensor) -> torch.Tensor:
+        # features: [B, 1 + P + T, D]; prompts: [B, 1, C]; patch_target: [B, g, g]; mask_target: [B, S, S]
+        n_patch = patch_target.shape[1] * patch_target.shape[2]
+        patch_logits = self.patch_head(features[:, 1:1 + n_patch].float())[..., 0]            # [B, P]
+        patch_loss = F.binary_cross_entropy_with_logits(patch_logits, patch_target.flatten(1))
+        out = self.prompt_head(prompts[:, 0].float())                                        # [B, 3]
+        area = mask_target.flatten(1).sum(1)
+        exists = (area > 0).float()
+        size = mask_target.shape[-1]
+        coords = (torch.arange(size, device=mask_target.device, dtype=torch.float32) + 0.5) / size
+        cx = (mask_target.sum(1) * coords).sum(1) / area.clamp(min=1e-6)                   # [B]
+        cy = (mask_target.sum(2) * coords).sum(1) / area.clamp(min=1e-6)
+        exist_loss = F.binary_cross_entropy_with_logits(out[:, 0], exists)
+        centre_err = (out[:, 1:].sigmoid() - torch.stack([cx, cy], 1)).abs().sum(1)
+        centre_loss = (centre_err * exists).sum() / exists.sum().clamp(min=1)
+        return patch_loss + exist_loss + 4.0 * centre_loss
+
+
 # ---- helpers ------------------------------------------------------------------------------------
 
 def _pick_device(name: str) -> torch.device:
@@ -323,6 +367,8 @@ def _build_model(cfg: TrainConfig, tokenizer, device: torch.device):
     if cfg.init:
         predictor = load_model(cfg.init, device='cpu')
         model = predictor.model.float()
+        if cfg.init_beit3_img_size and cfg.init_beit3_img_size != model.config.beit3.img_size:
+            model = _resize_beit3_input(model, cfg.init_beit3_img_size)
     else:
         vocab = max(len(tokenizer) + 2, 8)
         vocab = int(math.ceil(vocab / 16) * 16)
@@ -330,6 +376,25 @@ def _build_model(cfg: TrainConfig, tokenizer, device: torch.device):
     if cfg.freeze_sam_encoder:
         model.freeze_sam_image_encoder()
     return model.to(device).train()
+
+
+def _resize_beit3_input(model, img_size: int):
+    """A copy of ``model`` whose BEiT-3 takes ``img_size`` images: the vision position table ([CLS] and the
+    patch grid) is interpolated bicubically, every other weight is kept (the patch size does not change)."""
+    from evf_sam_ros.model import EvfSamModel
+    cfg = model.config
+    new_cfg = dataclasses.replace(cfg, beit3=dataclasses.replace(cfg.beit3, img_size=img_size))
+    resized = EvfSamModel(new_cfg)
+    state = model.state_dict()
+    key = next(k for k in state if k.endswith('embed_positions.A.weight'))
+    table = state[key]                                   # [2 + 1 + g*g, D]: fairseq offset, [CLS], patches
+    old_grid = cfg.beit3.img_size // cfg.beit3.patch_size
+    new_grid = img_size // cfg.beit3.patch_size
+    grid = table[3:].T.reshape(1, -1, old_grid, old_grid)
+    grid = F.interpolate(grid, size=(new_grid, new_grid), mode='bicubic', align_corners=False)
+    state[key] = torch.cat([table[:3], grid.reshape(table.shape[1], -1).T], dim=0)
+    resized.load_state_dict(state)
+    return resized
 
 
 # ---- the loop -----------------------------------------------------------------------------------
@@ -363,6 +428,12 @@ def train(cfg: TrainConfig, out: str | pathlib.Path, resume: bool = True) -> pat
         probe = _TextProbe(mc.out_dim, mc.beit3.vocab_size).to(device)
         probe_opt = torch.optim.AdamW(probe.parameters(), lr=cfg.lr, weight_decay=0.0)
 
+    referent = referent_opt = None
+    if cfg.referent_aux_weight > 0:
+        referent = _ReferentProbe(mc.beit3.embed_dim, mc.out_dim).to(device)
+        referent_opt = torch.optim.AdamW(referent.parameters(), lr=cfg.lr, weight_decay=0.0)
+    aux_opts = [o for o in (probe_opt, referent_opt) if o is not None]
+
     state_path = out / 'train_state.pt'
     step = 0
     elapsed_before = 0.0
@@ -372,9 +443,10 @@ def train(cfg: TrainConfig, out: str | pathlib.Path, resume: bool = True) -> pat
         opt.load_state_dict(state['optimizer'])
         step = int(state['step'])
         elapsed_before = float(state.get('elapsed_s', 0.0))
-        if probe is not None and 'probe' in state:
-            probe.load_state_dict(state['probe'])
-            probe_opt.load_state_dict(state['probe_optimizer'])
+        for name, head, head_opt in (('probe', probe, probe_opt), ('referent', referent, referent_opt)):
+            if head is not None and name in state:
+                head.load_state_dict(state[name])
+                head_opt.load_state_dict(state[name + '_optimizer'])
         print(f'resumed from {state_path} at step {step}', flush=True)
     (out / 'train_config.json').write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + '\n')
     n_params = sum(p.numel() for p in model.parameters())
@@ -396,8 +468,9 @@ def train(cfg: TrainConfig, out: str | pathlib.Path, resume: bool = True) -> pat
     def save_state(reason: str) -> None:
         state = {'model': model.state_dict(), 'optimizer': opt.state_dict(), 'step': step,
                  'elapsed_s': elapsed_before + time.time() - t_start, 'config': dataclasses.asdict(cfg)}
-        if probe is not None:
-            state.update(probe=probe.state_dict(), probe_optimizer=probe_opt.state_dict())
+        for name, head, head_opt in (('probe', probe, probe_opt), ('referent', referent, referent_opt)):
+            if head is not None:
+                state.update({name: head.state_dict(), name + '_optimizer': head_opt.state_dict()})
         torch.save(state, state_path.with_suffix('.tmp'))
         os.replace(state_path.with_suffix('.tmp'), state_path)
         export_checkpoint(model, tok_dir, out, cfg.save_dtype)
@@ -443,7 +516,8 @@ def train(cfg: TrainConfig, out: str | pathlib.Path, resume: bool = True) -> pat
                 emb = model.encode_sam_image(sam)
             emb = emb.repeat_interleave(k, dim=0) if isinstance(emb, torch.Tensor) else \
                 [e.repeat_interleave(k, dim=0) for e in emb]
-            prompts = model.prompt_embeddings(beit.repeat_interleave(k, dim=0), ids, am)
+            features = model.beit3_features(beit.repeat_interleave(k, dim=0), ids, am)
+            prompts = model.prompt_from_features(features)
             out_dec = model.decode_all(emb, prompts)
         if mc.behaviour.mask_selection == 'single':
             logits, iou_pred = out_dec.masks[:, 0], out_dec.iou_scores[:, 0]
@@ -456,20 +530,27 @@ def train(cfg: TrainConfig, out: str | pathlib.Path, resume: bool = True) -> pat
         text_loss = probe(prompts, ids, am) if probe is not None else None
         if text_loss is not None:
             loss = loss + cfg.text_aux_weight * text_loss
-            probe_opt.zero_grad(set_to_none=True)
-            for g in probe_opt.param_groups:
+        referent_loss = None
+        if referent is not None:
+            patches = torch.cat([it['patches'] for it in items]).to(device)
+            referent_loss = referent(features, prompts, patches, target)
+            loss = loss + cfg.referent_aux_weight * referent_loss
+        for o in aux_opts:
+            o.zero_grad(set_to_none=True)
+            for g in o.param_groups:
                 g['lr'] = lr
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         scaler.step(opt)
-        if probe_opt is not None:
-            scaler.step(probe_opt)
+        for o in aux_opts:
+            scaler.step(o)
         scaler.update()
         step += 1
         for name, v in (('loss', loss.item()), ('bce', bce.mean().item()), ('dice', dice.mean().item()),
-                        ('iou', iou.mean().item()), ('text', text_loss.item() if text_loss is not None else 0.0)):
+                        ('iou', iou.mean().item()), ('text', text_loss.item() if text_loss is not None else 0.0),
+                        ('referent', referent_loss.item() if referent_loss is not None else 0.0)):
             running[name] = v if name not in running else 0.95 * running[name] + 0.05 * v
         if bar is not None:
             bar.update(1)
