@@ -76,6 +76,37 @@ def test_referent_probe_targets_and_gradients():
     assert better < worse
 
 
+def test_attribute_probe_soft_targets():
+    from evf_sam_ros.training.train import _AttributeProbe
+    torch.manual_seed(0)
+    probe = _AttributeProbe(8, 16, (2, 3))                  # 2 shapes, 3 colours (+ "none" each)
+    emb = torch.randn(2, 8, 4, 4, requires_grad=True)
+    features = torch.randn(6, 1 + 4 + 2, 16, requires_grad=True)    # 2 images x 3 prompts, 2x2 patches
+    sam_shares = torch.zeros(2, 5, 4, 4)
+    sam_shares[0, 1, :2, :2] = 1.0                           # shape 1 ...
+    sam_shares[0, 2 + 0, :2, :2] = 1.0                       # ... coloured 0 in the top-left quarter of image 0
+    beit_shares = torch.zeros(2, 5, 2, 2)
+    beit_shares[0, 1, 0, 0] = beit_shares[0, 2, 0, 0] = 0.5  # half of one patch
+    loss = probe(emb, sam_shares, features, beit_shares)
+    loss.backward()
+    assert torch.isfinite(loss) and emb.grad.abs().sum() > 0
+    # only the first prompt of each image is read (the image patches are the same for all its prompts)
+    assert features.grad[[0, 3]].abs().sum() > 0 and features.grad[[1, 2, 4, 5]].abs().sum() == 0
+    # the perfect SAM-side answer has a lower loss than a uniform one
+    logits = torch.full((2, 7, 16), -20.0)
+    shares = sam_shares.flatten(2)
+    logits[:, 0:2] += 40 * shares[:, 0:2]
+    logits[:, 2] += 40 * (1 - shares[:, 0:2].sum(1))
+    logits[:, 3:6] += 40 * shares[:, 2:5]
+    logits[:, 6] += 40 * (1 - shares[:, 2:5].sum(1))
+    assert probe._loss(logits, shares) < 1e-3 < probe._loss(torch.zeros(2, 7, 16), shares)
+
+
+def test_attribute_probe_needs_synthetic_data(tmp_path):
+    with pytest.raises(ValueError, match='attribute_aux_weight > 0 needs data "synthetic"'):
+        train(_cfg(attribute_aux_weight=1.0, data=f'user:{tmp_path}'), tmp_path / 'run')
+
+
 def test_resize_beit3_input_keeps_weights_and_interpolates_positions():
     from evf_sam_ros.model import EvfSamModel
     from evf_sam_ros.training.train import _resize_beit3_input, build_model_config
@@ -178,13 +209,14 @@ def test_ship_two_stage_recipe_writes_card(tmp_path):
     from evf_sam_ros.training import ship
     first, second, dest = tmp_path / 'stage1', tmp_path / 'stage2', tmp_path / 'default_model'
     train(_cfg(steps=1, text_aux_weight=1.0), first)
-    train(_cfg(steps=1, init=str(first), init_beit3_img_size=64, referent_aux_weight=1.0), second)
+    train(_cfg(steps=1, init=str(first), init_beit3_img_size=64, referent_aux_weight=1.0,
+               attribute_aux_weight=1.0), second)
     assert ship.main(['--run', str(first), '--run', str(second), '--config', 'a.json', '--config', 'b.json',
                       '--dest', str(dest), '--scenes', '2']) == 0
     card = (dest / 'MODEL_CARD.md').read_text()
     assert load_model(dest).model.config.beit3.img_size == 64          # the last stage is installed
     assert f'--config a.json --out {first}' in card and f'--config b.json --out {second}' in card
-    assert 'word probe' in card and 'referent probe' in card and '2 stage(s)' in card
+    assert 'word probe' in card and 'referent probe' in card and 'attribute probe' in card and '2 stage(s)' in card
     assert '**not reached**' in card                                     # a 2-step model reaches no goal
     ev = json.loads((dest / 'eval.json').read_text())
     assert ev['steps'] == 2 and 'colour_shape' in ev['scores']

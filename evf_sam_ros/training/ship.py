@@ -34,6 +34,8 @@ def _stage_text(i: int, run: pathlib.Path, cfg: dict, end: dict) -> str:
         aux.append(f'word probe x{cfg["text_aux_weight"]}')
     if cfg.get('referent_aux_weight'):
         aux.append(f'referent probe x{cfg["referent_aux_weight"]}')
+    if cfg.get('attribute_aux_weight'):
+        aux.append(f'attribute probe x{cfg["attribute_aux_weight"]}')
     return (f"{i}. `{run}`: {init}{resize}; {end.get('step', '?')} steps in "
             f"{end.get('train_time_s', 0) / 60:.1f} min; BCE (x{cfg['bce_weight']}) + Dice (x{cfg['dice_weight']}) "
             f"on token 0's mask at {cfg['loss_size']}x{cfg['loss_size']}, MSE (x{cfg['iou_weight']}) on the IoU head"
@@ -66,6 +68,10 @@ def _card(stages: list[tuple[pathlib.Path, dict, dict, list[dict]]], res: dict, 
   target; from the prompt token, whether a target exists and where its mask centre is. The mask loss
   reaches BEiT-3 only through one token and the decoder, which is too weak a signal for words that need
   BEiT-3 to look at the image (shapes, left/right, leftmost, next to, not there).""")
+    if any(c.get('attribute_aux_weight') for c in cfgs):
+        aux.append("""* **attribute probe** (`_AttributeProbe`): at every SAM image-embedding cell and every BEiT-3 patch,
+  which shape and which colour of object covers it. From the mask loss alone the SAM encoder learns few
+  shape features, so shape words have nothing to match; dense shape labels give it those features.""")
     aux_text = ('Training-only auxiliary losses (heads not exported):\n' + '\n'.join(aux)) if aux else ''
     verdict = []
     for kind, goal in GOALS.items():

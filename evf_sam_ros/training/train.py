@@ -82,6 +82,7 @@ class TrainConfig:
     loss_size: int = 128                    # masks are compared at this size (low-res logits upsampled); 0: SAM size
     text_aux_weight: float = 0.0            # bag-of-words loss on the prompt token (see _TextProbe); 0: off
     referent_aux_weight: float = 0.0        # where-is-the-target losses on BEiT-3 (see _ReferentProbe); 0: off
+    attribute_aux_weight: float = 0.0       # per-location shape/colour losses, synthetic data only (see _AttributeProbe)
     freeze_sam_encoder: bool = False
     amp: str = 'auto'                       # auto (bf16/fp16 on CUDA, off on CPU) | off | bf16 | fp16
     device: str = 'auto'
@@ -162,7 +163,8 @@ class _ImageStream(torch.utils.data.IterableDataset):
             else:
                 yield self._from_dataset(rng, source)
 
-    def _prepare(self, image: np.ndarray, texts: list[str], masks: list[np.ndarray], kinds: list[str]) -> dict:
+    def _prepare(self, image: np.ndarray, texts: list[str], masks: list[np.ndarray], kinds: list[str],
+                 attribute_masks: list[np.ndarray] | None = None) -> dict:
         import cv2
         from evf_sam_ros.model.preprocessing import beit3_pixel_values, sam_pixel_values
         mc = self.model_cfg
@@ -171,13 +173,21 @@ class _ImageStream(torch.utils.data.IterableDataset):
         target = np.stack([mask_to_sam_frame(m, info, self.cfg.loss_size or mc.sam_image_size) for m in masks])
         # the target's share of each BEiT-3 patch (the BEiT-3 input is the whole image squashed to a square)
         grid = mc.beit3.img_size // mc.beit3.patch_size
-        patches = np.stack([cv2.resize(m.astype(np.float32), (grid, grid), interpolation=cv2.INTER_AREA) for m in masks])
-        return dict(sam=sam_px[0], beit=beit[0], target=torch.from_numpy(target), patches=torch.from_numpy(patches),
-                    texts=texts, kinds=kinds)
+
+        def beit_grid(m: np.ndarray) -> np.ndarray:
+            return cv2.resize(m.astype(np.float32), (grid, grid), interpolation=cv2.INTER_AREA)
+
+        item = dict(sam=sam_px[0], beit=beit[0], target=torch.from_numpy(target),
+                    patches=torch.from_numpy(np.stack([beit_grid(m) for m in masks])), texts=texts, kinds=kinds)
+        if attribute_masks is not None:   # [A] class masks -> their share of each SAM embedding / BEiT-3 cell
+            emb = mc.image_embedding_size
+            item['sam_attributes'] = torch.from_numpy(np.stack([mask_to_sam_frame(m, info, emb) for m in attribute_masks]))
+            item['beit_attributes'] = torch.from_numpy(np.stack([beit_grid(m) for m in attribute_masks]))
+        return item
 
     def _synthetic(self, rng: np.random.Generator, progress: float) -> dict:
         from evf_sam_ros.synthetic.grammar import sample_expression
-        from evf_sam_ros.synthetic.scene import SceneConfig, generate_scene
+        from evf_sam_ros.synthetic.scene import COLOURS, SHAPES, SceneConfig, generate_scene
         scene = generate_scene(int(rng.integers(VAL_SEED)), SceneConfig(**self.cfg.scene))
         weights = _kind_weights(self.cfg.curriculum, progress)
         names = list(weights)
@@ -195,7 +205,13 @@ class _ImageStream(torch.utils.data.IterableDataset):
             texts.append(e.text)
             masks.append(scene.mask(e.target))
             kinds.append(e.kind)
-        return self._prepare(scene.rgb, texts, masks, kinds)
+        attributes = None
+        if self.cfg.attribute_aux_weight > 0:
+            attributes = [np.isin(scene.labels, [o.index for o in scene.objects if o.shape == name])
+                          for name in SHAPES] + \
+                         [np.isin(scene.labels, [o.index for o in scene.objects if o.colour == name])
+                          for name in COLOURS]
+        return self._prepare(scene.rgb, texts, masks, kinds, attributes)
 
     def _from_dataset(self, rng: np.random.Generator, source) -> dict:
         for _ in range(100):
@@ -298,6 +314,45 @@ class _ReferentProbe(torch.nn.Module):
         centre_err = (out[:, 1:].sigmoid() - torch.stack([cx, cy], 1)).abs().sum(1)
         centre_loss = (centre_err * exists).sum() / exists.sum().clamp(min=1)
         return patch_loss + exist_loss + 4.0 * centre_loss
+
+
+class _AttributeProbe(torch.nn.Module):
+    """Training-only auxiliary heads (synthetic scenes only): at every SAM image-embedding cell and every
+    BEiT-3 vision patch, which shape and which colour of object covers it (soft cross-entropy over the
+    classes plus "no object", from the class's share of the cell).
+
+    Colour words are learnt quickly because colour is already linear in the pixels; shape words are not:
+    from the mask loss alone, the SAM encoder (from scratch) learns few shape features, so "the ball" has
+    nothing to match in the image embedding. Dense shape labels give it those features directly.
+    Not part of the exported checkpoint.
+    """
+
+    def __init__(self, sam_dim: int, beit_dim: int, groups: tuple[int, ...]) -> None:
+        super().__init__()
+        self.groups = groups                     # class counts per attribute (shape, colour), without "none"
+        n = sum(g + 1 for g in groups)
+        self.sam_head = torch.nn.Conv2d(sam_dim, n, 1)
+        self.beit_head = torch.nn.Linear(beit_dim, n)
+
+    def _loss(self, logits: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
+        # logits: [B, N, L] (N = sum(groups) + len(groups)); shares: [B, sum(groups), L] class shares of each cell
+        loss, i, j = 0.0, 0, 0
+        for g in self.groups:
+            part = shares[:, j:j + g]
+            target = torch.cat([part, (1 - part.sum(1, keepdim=True)).clamp(min=0)], dim=1)
+            loss = loss - (target * F.log_softmax(logits[:, i:i + g + 1], dim=1)).sum(1).mean()
+            i, j = i + g + 1, j + g
+        return loss / len(self.groups)
+
+    def forward(self, sam_embeddings: torch.Tensor, sam_shares: torch.Tensor, features: torch.Tensor,
+                beit_shares: torch.Tensor) -> torch.Tensor:
+        # sam_embeddings: [B, C, h, w]; sam_shares: [B, A, h, w]; features: [B', 1 + P + T, D] (B' = B * k
+        # prompts, image i's prompts consecutive); beit_shares: [B, A, g, g]
+        sam_logits = self.sam_head(sam_embeddings.float()).flatten(2)                       # [B, N, h*w]
+        n_patch = beit_shares.shape[-1] * beit_shares.shape[-2]
+        per_image = features[::features.shape[0] // beit_shares.shape[0], 1:1 + n_patch]     # [B, P, D]
+        beit_logits = self.beit_head(per_image.float()).transpose(1, 2)                      # [B, N, P]
+        return self._loss(sam_logits, sam_shares.flatten(2)) + self._loss(beit_logits, beit_shares.flatten(2))
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -432,7 +487,18 @@ def train(cfg: TrainConfig, out: str | pathlib.Path, resume: bool = True) -> pat
     if cfg.referent_aux_weight > 0:
         referent = _ReferentProbe(mc.beit3.embed_dim, mc.out_dim).to(device)
         referent_opt = torch.optim.AdamW(referent.parameters(), lr=cfg.lr, weight_decay=0.0)
-    aux_opts = [o for o in (probe_opt, referent_opt) if o is not None]
+    attribute = attribute_opt = None
+    if cfg.attribute_aux_weight > 0:
+        from evf_sam_ros.synthetic.scene import COLOURS, SHAPES
+        if cfg.data != 'synthetic' or mc.is_sam2:
+            raise ValueError(f'attribute_aux_weight > 0 needs data "synthetic" (its shape/colour labels come from the '
+                             f'scene generator) and a SAM-1 layout model; got data {cfg.data!r}, '
+                             f'{mc.architecture_name}. Set attribute_aux_weight to 0 for this run.')
+        attribute = _AttributeProbe(mc.out_dim, mc.beit3.embed_dim, (len(SHAPES), len(COLOURS))).to(device)
+        attribute_opt = torch.optim.AdamW(attribute.parameters(), lr=cfg.lr, weight_decay=0.0)
+    aux_opts = [o for o in (probe_opt, referent_opt, attribute_opt) if o is not None]
+    aux_heads = (('probe', probe, probe_opt), ('referent', referent, referent_opt),
+                 ('attribute', attribute, attribute_opt))
 
     state_path = out / 'train_state.pt'
     step = 0
@@ -443,7 +509,7 @@ def train(cfg: TrainConfig, out: str | pathlib.Path, resume: bool = True) -> pat
         opt.load_state_dict(state['optimizer'])
         step = int(state['step'])
         elapsed_before = float(state.get('elapsed_s', 0.0))
-        for name, head, head_opt in (('probe', probe, probe_opt), ('referent', referent, referent_opt)):
+        for name, head, head_opt in aux_heads:
             if head is not None and name in state:
                 head.load_state_dict(state[name])
                 head_opt.load_state_dict(state[name + '_optimizer'])
@@ -468,7 +534,7 @@ def train(cfg: TrainConfig, out: str | pathlib.Path, resume: bool = True) -> pat
     def save_state(reason: str) -> None:
         state = {'model': model.state_dict(), 'optimizer': opt.state_dict(), 'step': step,
                  'elapsed_s': elapsed_before + time.time() - t_start, 'config': dataclasses.asdict(cfg)}
-        for name, head, head_opt in (('probe', probe, probe_opt), ('referent', referent, referent_opt)):
+        for name, head, head_opt in aux_heads:
             if head is not None:
                 state.update({name: head.state_dict(), name + '_optimizer': head_opt.state_dict()})
         torch.save(state, state_path.with_suffix('.tmp'))
@@ -514,6 +580,7 @@ def train(cfg: TrainConfig, out: str | pathlib.Path, resume: bool = True) -> pat
                     emb = model.encode_sam_image(sam)
             else:
                 emb = model.encode_sam_image(sam)
+            image_emb = emb if isinstance(emb, torch.Tensor) else emb[-1]    # [B, C, h, w], one per image
             emb = emb.repeat_interleave(k, dim=0) if isinstance(emb, torch.Tensor) else \
                 [e.repeat_interleave(k, dim=0) for e in emb]
             features = model.beit3_features(beit.repeat_interleave(k, dim=0), ids, am)
@@ -535,6 +602,11 @@ def train(cfg: TrainConfig, out: str | pathlib.Path, resume: bool = True) -> pat
             patches = torch.cat([it['patches'] for it in items]).to(device)
             referent_loss = referent(features, prompts, patches, target)
             loss = loss + cfg.referent_aux_weight * referent_loss
+        attribute_loss = None
+        if attribute is not None:
+            attribute_loss = attribute(image_emb, torch.stack([it['sam_attributes'] for it in items]).to(device),
+                                       features, torch.stack([it['beit_attributes'] for it in items]).to(device))
+            loss = loss + cfg.attribute_aux_weight * attribute_loss
         for o in aux_opts:
             o.zero_grad(set_to_none=True)
             for g in o.param_groups:
@@ -550,7 +622,8 @@ def train(cfg: TrainConfig, out: str | pathlib.Path, resume: bool = True) -> pat
         step += 1
         for name, v in (('loss', loss.item()), ('bce', bce.mean().item()), ('dice', dice.mean().item()),
                         ('iou', iou.mean().item()), ('text', text_loss.item() if text_loss is not None else 0.0),
-                        ('referent', referent_loss.item() if referent_loss is not None else 0.0)):
+                        ('referent', referent_loss.item() if referent_loss is not None else 0.0),
+                        ('attribute', attribute_loss.item() if attribute_loss is not None else 0.0)):
             running[name] = v if name not in running else 0.95 * running[name] + 0.05 * v
         if bar is not None:
             bar.update(1)
