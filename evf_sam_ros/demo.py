@@ -143,9 +143,9 @@ def _node_command(model_path: str | None) -> list[str]:
             '-p', 'mode:=continuous', '-p', 'max_image_age:=5.0', '-p', 'depth_sync_tolerance:=0.0',
             '-p', 'image_qos:=reliable']
     if not model_path:
-        # The embedded model's IoU head is calibrated low (it predicts ~0.2 for the kinds it mostly gets
-        # wrong, ~0.4+ for colour+shape); 0.3 keeps its good masks and drops most of its guesses
-        # (MODEL_CARD.md). Real checkpoints keep the node's default.
+        # The embedded model's IoU head is calibrated low: 0.3 keeps nearly all of its colour and
+        # colour+shape masks and drops most of its guesses (MODEL_CARD.md, "Score threshold").
+        # Real checkpoints keep the node's default.
         args += ['-p', 'score_threshold:=0.3']
     if model_path:
         args += ['-p', f'model_path:={model_path}']

@@ -222,3 +222,9 @@ def test_ship_two_stage_recipe_writes_card(tmp_path):
     assert ev['steps'] == 2 and 'colour_shape' in ev['scores']
     with pytest.raises(SystemExit):                                      # one config per stage
         ship.main(['--run', str(first), '--run', str(second), '--config', 'a.json', '--dest', str(dest)])
+    # the probes' diagnosis: accuracies in [0, 1] per feature; a run without probes is refused clearly
+    from evf_sam_ros.training import diagnose
+    res = diagnose.diagnose(second, scenes=2)
+    assert {'sam shape', 'sam colour', 'beit3 shape', 'beit3 colour'} <= set(res)
+    assert any(k.startswith('referent ') for k in res) and all(0 <= r['accuracy'] <= 1 for r in res.values())
+    assert diagnose.main(['--run', str(first), '--scenes', '1']) == 2

@@ -47,7 +47,7 @@ def _stage_text(i: int, run: pathlib.Path, cfg: dict, end: dict) -> str:
 
 
 def _card(stages: list[tuple[pathlib.Path, dict, dict, list[dict]]], res: dict, gated: dict, mc, n_params: int,
-          size_bytes: int, vocab: int) -> str:
+          size_bytes: int, vocab: int, notes: str = '') -> str:
     from .evaluate import format_report
     total_min = sum(end.get('train_time_s', 0) for _, _, end, _ in stages) / 60
     total_steps = sum(end.get('step', 0) or 0 for _, _, end, _ in stages)
@@ -71,7 +71,8 @@ def _card(stages: list[tuple[pathlib.Path, dict, dict, list[dict]]], res: dict, 
     if any(c.get('attribute_aux_weight') for c in cfgs):
         aux.append("""* **attribute probe** (`_AttributeProbe`): at every SAM image-embedding cell and every BEiT-3 patch,
   which shape and which colour of object covers it. From the mask loss alone the SAM encoder learns few
-  shape features, so shape words have nothing to match; dense shape labels give it those features.""")
+  shape features, so shape words have nothing to match; dense shape labels supervise those features
+  directly (`python -m evf_sam_ros.training.diagnose --run RUN` says how far they got).""")
     aux_text = ('Training-only auxiliary losses (heads not exported):\n' + '\n'.join(aux)) if aux else ''
     verdict = []
     for kind, goal in GOALS.items():
@@ -82,7 +83,8 @@ def _card(stages: list[tuple[pathlib.Path, dict, dict, list[dict]]], res: dict, 
     stage_lines = '\n'.join(_stage_text(i, run, cfg, end) for i, (run, cfg, end, _) in enumerate(stages, 1))
     commands = '\n'.join(f'    python -m evf_sam_ros.training.train --config {cfg.get("_config_path", "CONFIG")} --out {run}'
                          for run, cfg, _, _ in stages)
-    runs = ' '.join(f'--run {run}' for run, _, _, _ in stages)
+    runs = ' '.join(f'--run {run}' for run, _, _, _ in stages) + ''.join(
+        f' --config {cfg["_config_path"]}' for _, cfg, _, _ in stages if cfg.get('_config_path'))
     return f"""# evf-sam-ros synthetic tabletop model
 
 **This is a demo model.** It was trained from scratch, here, on synthetic tabletop scenes (coloured
@@ -142,7 +144,7 @@ The node additionally reports a target as not detected when its predicted IoU is
 ```
 
 Goals of the issue (raw masks): {'; '.join(verdict)}.
-
+{notes}
 ## Validation during training (30 validation scenes)
 
 | stage | step | minutes (cumulative) | gIoU all | gIoU colour+shape |
@@ -167,8 +169,9 @@ def _stage(run: pathlib.Path) -> tuple[pathlib.Path, dict, dict, list[dict]]:
 
 
 def ship(runs: str | pathlib.Path | list, dest: pathlib.Path = DEFAULT_DIR, scenes: int = 200,
-         configs: list[str] | None = None) -> dict:
-    """Install the last of ``runs`` (training stages, in order) and write the card covering all of them."""
+         configs: list[str] | None = None, notes: str = '') -> dict:
+    """Install the last of ``runs`` (training stages, in order) and write the card covering all of them;
+    ``notes`` (markdown) goes into the card after the scores."""
     from evf_sam_ros.model import load_model
     from .datasets import SyntheticDataset
     from .evaluate import evaluate_predictor
@@ -186,8 +189,9 @@ def ship(runs: str | pathlib.Path | list, dest: pathlib.Path = DEFAULT_DIR, scen
         cfg['_config_path'] = path
     n_params = sum(p.numel() for p in predictor.model.parameters())
     size = (dest / 'model.safetensors').stat().st_size
+    notes = f'\n{notes.strip()}\n' if notes.strip() else ''
     (dest / 'MODEL_CARD.md').write_text(_card(stages, res, gated, predictor.model.config, n_params, size,
-                                              len(predictor.tokenizer)))
+                                              len(predictor.tokenizer), notes))
     res.update(steps=sum(e.get('step', 0) or 0 for _, _, e, _ in stages),
                train_time_s=sum(e.get('train_time_s', 0) for _, _, e, _ in stages),
                parameters=n_params, size_bytes=size, gated_score_threshold_0_5=gated)
@@ -206,10 +210,13 @@ def main(argv: list[str] | None = None) -> int:
                     help='the JSON config of each stage, in the same order (shown in the card\'s reproduce commands)')
     ap.add_argument('--dest', default=str(DEFAULT_DIR))
     ap.add_argument('--scenes', type=int, default=200)
+    ap.add_argument('--notes', help='a markdown file whose text goes into the card after the scores '
+                                    '(observations the numbers alone do not say)')
     args = ap.parse_args(argv)
     if args.config and len(args.config) != len(args.run):
         ap.error(f'{len(args.config)} --config for {len(args.run)} --run: give one config per stage, or none')
-    res = ship(args.run, pathlib.Path(args.dest), args.scenes, args.config)
+    notes = pathlib.Path(args.notes).read_text() if args.notes else ''
+    res = ship(args.run, pathlib.Path(args.dest), args.scenes, args.config, notes)
     print(format_report(res))
     print(f'installed in {args.dest}')
     return 0
