@@ -142,13 +142,13 @@ def _node_command(model_path: str | None) -> list[str]:
     args = [sys.executable, '-m', 'evf_sam_ros.ros.node', '--ros-args', '-r', f'__node:={NODE_NAME}',
             '-p', 'mode:=continuous', '-p', 'max_image_age:=5.0', '-p', 'depth_sync_tolerance:=0.0',
             '-p', 'image_qos:=reliable']
-    if not model_path:
+    if model_path:
+        args += ['-p', f'model_path:={model_path}']
+    else:
         # The embedded model's IoU head is calibrated low: 0.3 keeps nearly all of its colour and
         # colour+shape masks and drops most of its guesses (MODEL_CARD.md, "Score threshold").
         # Real checkpoints keep the node's default.
         args += ['-p', 'score_threshold:=0.3']
-    if model_path:
-        args += ['-p', f'model_path:={model_path}']
     return args
 
 

@@ -23,13 +23,13 @@ __all__ = ['diagnose', 'main']
 
 
 def diagnose(run: str | pathlib.Path, scenes: int = 30) -> dict:
-    import cv2
     from evf_sam_ros.model import load_model
     from evf_sam_ros.model.preprocessing import beit3_pixel_values, sam_pixel_values
     from evf_sam_ros.model.tokenizer import tokenize_prompts
     from evf_sam_ros.synthetic.grammar import generate_expressions
     from evf_sam_ros.synthetic.scene import COLOURS, SHAPES, SceneConfig, generate_scene
-    from .train import VAL_SEED, TrainConfig, _AttributeProbe, _ReferentProbe, mask_to_sam_frame
+    from .train import (VAL_SEED, TrainConfig, _AttributeProbe, _ReferentProbe, mask_to_beit3_grid,
+                        mask_to_sam_frame)
 
     run = pathlib.Path(run)
     cfg = TrainConfig.from_json(run / 'train_config.json')
@@ -73,8 +73,7 @@ def diagnose(run: str | pathlib.Path, scenes: int = 30) -> dict:
                 mask = scene.mask(o.index)
                 for where, logits, cover in (
                         ('sam', sam_logits, mask_to_sam_frame(mask, info, mc.image_embedding_size)),
-                        ('beit3', beit_logits, cv2.resize(mask.astype(np.float32), (grid, grid),
-                                                          interpolation=cv2.INTER_AREA))):
+                        ('beit3', beit_logits, mask_to_beit3_grid(mask, grid))):
                     if cover.max() < 0.25:
                         continue
                     y, x = np.unravel_index(int(cover.argmax()), cover.shape)
@@ -85,8 +84,7 @@ def diagnose(run: str | pathlib.Path, scenes: int = 30) -> dict:
             for i, e in enumerate(exprs):
                 if e.target is None:
                     continue
-                cover = cv2.resize(scene.mask(e.target).astype(np.float32), (grid, grid),
-                                   interpolation=cv2.INTER_AREA).ravel()
+                cover = mask_to_beit3_grid(scene.mask(e.target), grid).ravel()
                 add(f'referent {e.kind}', cover[int(patch_scores[i].argmax())] > 0.05)
     return {name: {'accuracy': float(np.mean(v)), 'n': len(v)} for name, v in sorted(hits.items())}
 

@@ -46,6 +46,11 @@ def centroid_errors(pred_mask: np.ndarray, scene, target: int) -> tuple[float | 
     return surface, centre
 
 
+def _gated(mask: np.ndarray, score: float, threshold: float | None) -> np.ndarray:
+    """The mask as the node reports it: empty when its predicted IoU is below ``threshold``."""
+    return mask if threshold is None or score >= threshold else np.zeros_like(mask)
+
+
 def evaluate_predictor(predictor, dataset: Iterable, *, limit: int | None = None, progress: bool = False,
                        with_centroids: bool = True, score_threshold: float | None = None,
                        also_gated: float | None = None) -> dict[str, Any]:
@@ -70,12 +75,10 @@ def evaluate_predictor(predictor, dataset: Iterable, *, limit: int | None = None
         feats = predictor.encode_image(sample.image)
         results = predictor.segment(feats, [e.text for e in sample.exprs])
         for e, r in zip(sample.exprs, results):
-            mask = r.mask
-            if score_threshold is not None and r.score < score_threshold:
-                mask = np.zeros_like(mask)
+            mask = _gated(r.mask, r.score, score_threshold)
             acc.add(mask, e.mask, e.kind)
             if also_gated is not None:
-                acc_gated.add(mask if r.score >= also_gated else np.zeros_like(mask), e.mask, e.kind)
+                acc_gated.add(_gated(mask, r.score, also_gated), e.mask, e.kind)
             if with_centroids and sample.scene is not None and e.target is not None:
                 s, c = centroid_errors(mask, sample.scene, e.target)
                 if s is not None:

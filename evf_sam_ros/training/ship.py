@@ -14,6 +14,7 @@ import os
 import pathlib
 import shutil
 import sys
+from dataclasses import dataclass
 
 __all__ = ['ship', 'main']
 
@@ -24,20 +25,48 @@ DEFAULT_DIR = pathlib.Path(__file__).resolve().parents[1] / 'model' / 'default_m
 
 GOALS = {'colour_shape': 0.80, 'all': 0.60}   # the issue's gIoU goals for the embedded model
 
+# (training option, name in the card, what it is): the training-only auxiliary losses
+AUX_LOSSES = (
+    ('text_aux_weight', 'word probe', """(`_TextProbe`): a cosine classifier must recognise the prompt's words from the
+  *direction* of the projected [CLS] prompt token. Without it, training from scratch collapsed: the prompt
+  token became text-independent and the model segmented the same objects whatever the text."""),
+    ('referent_aux_weight', 'referent probe', """(`_ReferentProbe`): from each BEiT-3 vision patch, the share of it covered by the
+  target; from the prompt token, whether a target exists and where its mask centre is. The mask loss
+  reaches BEiT-3 only through one token and the decoder, which is too weak a signal for words that need
+  BEiT-3 to look at the image (shapes, left/right, leftmost, next to, not there)."""),
+    ('attribute_aux_weight', 'attribute probe', """(`_AttributeProbe`): at every SAM image-embedding cell and every BEiT-3 patch,
+  which shape and which colour of object covers it. From the mask loss alone the SAM encoder learns few
+  shape features, so shape words have nothing to match; dense shape labels supervise those features
+  directly (`python -m evf_sam_ros.training.diagnose --run RUN` says how far they got)."""),
+)
 
-def _stage_text(i: int, run: pathlib.Path, cfg: dict, end: dict) -> str:
+
+@dataclass
+class _Stage:
+    """One training run of a (multi-stage) recipe, read from its output directory."""
+    run: pathlib.Path
+    config: dict
+    end: dict                 # the log's 'end' record (or the last one of a run still in progress)
+    vals: list[dict]          # the log's validation records
+    config_path: str | None = None
+
+    @property
+    def steps(self) -> int:
+        return self.end.get('step', 0) or 0
+
+    @property
+    def seconds(self) -> float:
+        return self.end.get('train_time_s', 0)
+
+
+def _stage_text(i: int, stage: _Stage) -> str:
+    cfg = stage.config
     init = f'from `{cfg["init"]}`' if cfg.get('init') else 'from random weights'
     resize = (f', BEiT-3 input enlarged to {cfg["init_beit3_img_size"]} px (position table interpolated)'
               if cfg.get('init') and cfg.get('init_beit3_img_size') else '')
-    aux = []
-    if cfg.get('text_aux_weight'):
-        aux.append(f'word probe x{cfg["text_aux_weight"]}')
-    if cfg.get('referent_aux_weight'):
-        aux.append(f'referent probe x{cfg["referent_aux_weight"]}')
-    if cfg.get('attribute_aux_weight'):
-        aux.append(f'attribute probe x{cfg["attribute_aux_weight"]}')
-    return (f"{i}. `{run}`: {init}{resize}; {end.get('step', '?')} steps in "
-            f"{end.get('train_time_s', 0) / 60:.1f} min; BCE (x{cfg['bce_weight']}) + Dice (x{cfg['dice_weight']}) "
+    aux = [f'{label} x{cfg[key]}' for key, label, _ in AUX_LOSSES if cfg.get(key)]
+    return (f"{i}. `{stage.run}`: {init}{resize}; {stage.end.get('step', '?')} steps in "
+            f"{stage.seconds / 60:.1f} min; BCE (x{cfg['bce_weight']}) + Dice (x{cfg['dice_weight']}) "
             f"on token 0's mask at {cfg['loss_size']}x{cfg['loss_size']}, MSE (x{cfg['iou_weight']}) on the IoU head"
             f"{', ' + ', '.join(aux) if aux else ''}; AdamW lr {cfg['lr']}, weight decay {cfg['weight_decay']}, "
             f"{cfg['warmup_steps']} warm-up steps then cosine decay (by elapsed time: {cfg['time_limit_min']} min "
@@ -46,33 +75,18 @@ def _stage_text(i: int, run: pathlib.Path, cfg: dict, end: dict) -> str:
             f"CPU, {cfg['num_threads']} thread(s).")
 
 
-def _card(stages: list[tuple[pathlib.Path, dict, dict, list[dict]]], res: dict, gated: dict, mc, n_params: int,
-          size_bytes: int, vocab: int, notes: str = '') -> str:
+def _card(stages: list[_Stage], res: dict, gated: dict, mc, n_params: int, size_bytes: int, vocab: int,
+          notes: str = '') -> str:
     from .evaluate import format_report
-    total_min = sum(end.get('train_time_s', 0) for _, _, end, _ in stages) / 60
-    total_steps = sum(end.get('step', 0) or 0 for _, _, end, _ in stages)
+    total_min = res['train_time_s'] / 60
+    total_steps = res['steps']
     rows, offset = [], 0.0
-    for i, (_, _, end, vals) in enumerate(stages, 1):
-        for v in vals:
+    for i, stage in enumerate(stages, 1):
+        for v in stage.vals:
             rows.append(f'| {i} | {v["step"]} | {(offset + v["elapsed_s"]) / 60:.1f} | {v["scores"]["all"]["gIoU"]:.3f} | '
                         f'{v["scores"].get("colour_shape", {}).get("gIoU", float("nan")):.3f} |')
-        offset += end.get('train_time_s', 0)
-    cfgs = [cfg for _, cfg, _, _ in stages]
-    aux = []
-    if any(c.get('text_aux_weight') for c in cfgs):
-        aux.append("""* **word probe** (`_TextProbe`): a cosine classifier must recognise the prompt's words from the
-  *direction* of the projected [CLS] prompt token. Without it, training from scratch collapsed: the prompt
-  token became text-independent and the model segmented the same objects whatever the text.""")
-    if any(c.get('referent_aux_weight') for c in cfgs):
-        aux.append("""* **referent probe** (`_ReferentProbe`): from each BEiT-3 vision patch, the share of it covered by the
-  target; from the prompt token, whether a target exists and where its mask centre is. The mask loss
-  reaches BEiT-3 only through one token and the decoder, which is too weak a signal for words that need
-  BEiT-3 to look at the image (shapes, left/right, leftmost, next to, not there).""")
-    if any(c.get('attribute_aux_weight') for c in cfgs):
-        aux.append("""* **attribute probe** (`_AttributeProbe`): at every SAM image-embedding cell and every BEiT-3 patch,
-  which shape and which colour of object covers it. From the mask loss alone the SAM encoder learns few
-  shape features, so shape words have nothing to match; dense shape labels supervise those features
-  directly (`python -m evf_sam_ros.training.diagnose --run RUN` says how far they got).""")
+        offset += stage.seconds
+    aux = [f'* **{label}** {text}' for key, label, text in AUX_LOSSES if any(st.config.get(key) for st in stages)]
     aux_text = ('Training-only auxiliary losses (heads not exported):\n' + '\n'.join(aux)) if aux else ''
     verdict = []
     for kind, goal in GOALS.items():
@@ -80,11 +94,11 @@ def _card(stages: list[tuple[pathlib.Path, dict, dict, list[dict]]], res: dict, 
         name = 'colour+shape' if kind == 'colour_shape' else 'overall'
         verdict.append(f'{name} {got:.2f} (goal {goal:.2f}: {"reached" if got >= goal else "**not reached**"})')
     b, v = mc.beit3, mc.vit
-    stage_lines = '\n'.join(_stage_text(i, run, cfg, end) for i, (run, cfg, end, _) in enumerate(stages, 1))
-    commands = '\n'.join(f'    python -m evf_sam_ros.training.train --config {cfg.get("_config_path", "CONFIG")} --out {run}'
-                         for run, cfg, _, _ in stages)
-    runs = ' '.join(f'--run {run}' for run, _, _, _ in stages) + ''.join(
-        f' --config {cfg["_config_path"]}' for _, cfg, _, _ in stages if cfg.get('_config_path'))
+    stage_lines = '\n'.join(_stage_text(i, stage) for i, stage in enumerate(stages, 1))
+    commands = '\n'.join(f'    python -m evf_sam_ros.training.train --config {st.config_path or "CONFIG"} --out {st.run}'
+                         for st in stages)
+    runs = ' '.join(f'--run {st.run}' for st in stages) + ''.join(
+        f' --config {st.config_path}' for st in stages if st.config_path)
     return f"""# evf-sam-ros synthetic tabletop model
 
 **This is a demo model.** It was trained from scratch, here, on synthetic tabletop scenes (coloured
@@ -158,14 +172,14 @@ def _log(run: pathlib.Path) -> list[dict]:
     return [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.is_file() else []
 
 
-def _stage(run: pathlib.Path) -> tuple[pathlib.Path, dict, dict, list[dict]]:
+def _stage(run: pathlib.Path, config_path: str | None = None) -> _Stage:
     log = _log(run)
     end = next((r for r in reversed(log) if r.get('event') == 'end'), {})
     if not end:   # a run still in progress: take the last save
         last = [r for r in log if r.get('event') in ('train', 'val')]
         end = {'step': last[-1]['step'] if last else 0, 'train_time_s': last[-1].get('elapsed_s', 0) if last else 0}
     cfg = json.loads((run / 'train_config.json').read_text())
-    return run, cfg, end, [r for r in log if r.get('event') == 'val']
+    return _Stage(run, cfg, end, [r for r in log if r.get('event') == 'val'], config_path)
 
 
 def ship(runs: str | pathlib.Path | list, dest: pathlib.Path = DEFAULT_DIR, scenes: int = 200,
@@ -184,17 +198,14 @@ def ship(runs: str | pathlib.Path | list, dest: pathlib.Path = DEFAULT_DIR, scen
     predictor = load_model(dest)
     res = evaluate_predictor(predictor, SyntheticDataset(TEST_SEED, scenes), also_gated=0.5)
     gated = res.pop('gated')
-    stages = [_stage(r) for r in runs]
-    for (_, cfg, _, _), path in zip(stages, configs or []):
-        cfg['_config_path'] = path
+    stages = [_stage(r, path) for r, path in zip(runs, configs or [None] * len(runs))]
     n_params = sum(p.numel() for p in predictor.model.parameters())
     size = (dest / 'model.safetensors').stat().st_size
+    res.update(steps=sum(st.steps for st in stages), train_time_s=sum(st.seconds for st in stages),
+               parameters=n_params, size_bytes=size, gated_score_threshold_0_5=gated)
     notes = f'\n{notes.strip()}\n' if notes.strip() else ''
     (dest / 'MODEL_CARD.md').write_text(_card(stages, res, gated, predictor.model.config, n_params, size,
                                               len(predictor.tokenizer), notes))
-    res.update(steps=sum(e.get('step', 0) or 0 for _, _, e, _ in stages),
-               train_time_s=sum(e.get('train_time_s', 0) for _, _, e, _ in stages),
-               parameters=n_params, size_bytes=size, gated_score_threshold_0_5=gated)
     (dest / 'eval.json').write_text(json.dumps(res, indent=2) + '\n')
     return res
 

@@ -135,6 +135,13 @@ def mask_to_sam_frame(mask: np.ndarray, info, out_size: int | None = None) -> np
     return out
 
 
+def mask_to_beit3_grid(mask: np.ndarray, grid: int) -> np.ndarray:
+    """[H, W] mask -> [grid, grid] float32: its share of each BEiT-3 patch (BEiT-3 sees the whole image
+    squashed to a square)."""
+    import cv2
+    return cv2.resize(mask.astype(np.float32), (grid, grid), interpolation=cv2.INTER_AREA)
+
+
 def _kind_weights(curriculum: list, progress: float) -> dict[str, float]:
     current = curriculum[0][1]
     for start, weights in curriculum:
@@ -165,24 +172,19 @@ class _ImageStream(torch.utils.data.IterableDataset):
 
     def _prepare(self, image: np.ndarray, texts: list[str], masks: list[np.ndarray], kinds: list[str],
                  attribute_masks: list[np.ndarray] | None = None) -> dict:
-        import cv2
         from evf_sam_ros.model.preprocessing import beit3_pixel_values, sam_pixel_values
         mc = self.model_cfg
         sam_px, info = sam_pixel_values(image, mc.behaviour.sam_resize, mc.sam_image_size)
         beit = beit3_pixel_values(image, mc.beit3.img_size)
         target = np.stack([mask_to_sam_frame(m, info, self.cfg.loss_size or mc.sam_image_size) for m in masks])
-        # the target's share of each BEiT-3 patch (the BEiT-3 input is the whole image squashed to a square)
         grid = mc.beit3.img_size // mc.beit3.patch_size
-
-        def beit_grid(m: np.ndarray) -> np.ndarray:
-            return cv2.resize(m.astype(np.float32), (grid, grid), interpolation=cv2.INTER_AREA)
-
-        item = dict(sam=sam_px[0], beit=beit[0], target=torch.from_numpy(target),
-                    patches=torch.from_numpy(np.stack([beit_grid(m) for m in masks])), texts=texts, kinds=kinds)
+        item = dict(sam=sam_px[0], beit=beit[0], target=torch.from_numpy(target), texts=texts, kinds=kinds)
+        if self.cfg.referent_aux_weight > 0:   # the target's share of each BEiT-3 patch
+            item['patches'] = torch.from_numpy(np.stack([mask_to_beit3_grid(m, grid) for m in masks]))
         if attribute_masks is not None:   # [A] class masks -> their share of each SAM embedding / BEiT-3 cell
             emb = mc.image_embedding_size
             item['sam_attributes'] = torch.from_numpy(np.stack([mask_to_sam_frame(m, info, emb) for m in attribute_masks]))
-            item['beit_attributes'] = torch.from_numpy(np.stack([beit_grid(m) for m in attribute_masks]))
+            item['beit_attributes'] = torch.from_numpy(np.stack([mask_to_beit3_grid(m, grid) for m in attribute_masks]))
         return item
 
     def _synthetic(self, rng: np.random.Generator, progress: float) -> dict:
@@ -433,6 +435,23 @@ def _build_model(cfg: TrainConfig, tokenizer, device: torch.device):
     return model.to(device).train()
 
 
+def _aux_heads(cfg: TrainConfig, mc) -> torch.nn.ModuleDict:
+    """The training-only heads the config asks for, by their train_state.pt names."""
+    heads = torch.nn.ModuleDict()
+    if cfg.text_aux_weight > 0:
+        heads['probe'] = _TextProbe(mc.out_dim, mc.beit3.vocab_size)
+    if cfg.referent_aux_weight > 0:
+        heads['referent'] = _ReferentProbe(mc.beit3.embed_dim, mc.out_dim)
+    if cfg.attribute_aux_weight > 0:
+        from evf_sam_ros.synthetic.scene import COLOURS, SHAPES
+        if cfg.data != 'synthetic' or mc.is_sam2:
+            raise ValueError(f'attribute_aux_weight > 0 needs data "synthetic" (its shape/colour labels come from the '
+                             f'scene generator) and a SAM-1 layout model; got data {cfg.data!r}, '
+                             f'{mc.architecture_name}. Set attribute_aux_weight to 0 for this run.')
+        heads['attribute'] = _AttributeProbe(mc.out_dim, mc.beit3.embed_dim, (len(SHAPES), len(COLOURS)))
+    return heads
+
+
 def _resize_beit3_input(model, img_size: int):
     """A copy of ``model`` whose BEiT-3 takes ``img_size`` images: the vision position table ([CLS] and the
     patch grid) is interpolated bicubically, every other weight is kept (the patch size does not change)."""
@@ -477,29 +496,11 @@ def train(cfg: TrainConfig, out: str | pathlib.Path, resume: bool = True) -> pat
     no_decay = [p for p in params if p.dim() < 2]
     opt = torch.optim.AdamW([{'params': decay, 'weight_decay': cfg.weight_decay},
                              {'params': no_decay, 'weight_decay': 0.0}], lr=cfg.lr, betas=(0.9, 0.999))
+    # training-only heads, each with its own optimizer (so a resumed run may add or drop one)
+    aux_heads = _aux_heads(cfg, mc).to(device)
+    aux_opts = {name: torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=0.0)
+                for name, head in aux_heads.items()}
     scaler = torch.amp.GradScaler('cuda', enabled=amp_dtype == torch.float16)
-    probe = probe_opt = None
-    if cfg.text_aux_weight > 0:
-        probe = _TextProbe(mc.out_dim, mc.beit3.vocab_size).to(device)
-        probe_opt = torch.optim.AdamW(probe.parameters(), lr=cfg.lr, weight_decay=0.0)
-
-    referent = referent_opt = None
-    if cfg.referent_aux_weight > 0:
-        referent = _ReferentProbe(mc.beit3.embed_dim, mc.out_dim).to(device)
-        referent_opt = torch.optim.AdamW(referent.parameters(), lr=cfg.lr, weight_decay=0.0)
-    attribute = attribute_opt = None
-    if cfg.attribute_aux_weight > 0:
-        from evf_sam_ros.synthetic.scene import COLOURS, SHAPES
-        if cfg.data != 'synthetic' or mc.is_sam2:
-            raise ValueError(f'attribute_aux_weight > 0 needs data "synthetic" (its shape/colour labels come from the '
-                             f'scene generator) and a SAM-1 layout model; got data {cfg.data!r}, '
-                             f'{mc.architecture_name}. Set attribute_aux_weight to 0 for this run.')
-        attribute = _AttributeProbe(mc.out_dim, mc.beit3.embed_dim, (len(SHAPES), len(COLOURS))).to(device)
-        attribute_opt = torch.optim.AdamW(attribute.parameters(), lr=cfg.lr, weight_decay=0.0)
-    aux_opts = [o for o in (probe_opt, referent_opt, attribute_opt) if o is not None]
-    aux_heads = (('probe', probe, probe_opt), ('referent', referent, referent_opt),
-                 ('attribute', attribute, attribute_opt))
-
     state_path = out / 'train_state.pt'
     step = 0
     elapsed_before = 0.0
@@ -509,10 +510,10 @@ def train(cfg: TrainConfig, out: str | pathlib.Path, resume: bool = True) -> pat
         opt.load_state_dict(state['optimizer'])
         step = int(state['step'])
         elapsed_before = float(state.get('elapsed_s', 0.0))
-        for name, head, head_opt in aux_heads:
-            if head is not None and name in state:
+        for name, head in aux_heads.items():
+            if name in state:
                 head.load_state_dict(state[name])
-                head_opt.load_state_dict(state[name + '_optimizer'])
+                aux_opts[name].load_state_dict(state[name + '_optimizer'])
         print(f'resumed from {state_path} at step {step}', flush=True)
     (out / 'train_config.json').write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + '\n')
     n_params = sum(p.numel() for p in model.parameters())
@@ -534,9 +535,8 @@ def train(cfg: TrainConfig, out: str | pathlib.Path, resume: bool = True) -> pat
     def save_state(reason: str) -> None:
         state = {'model': model.state_dict(), 'optimizer': opt.state_dict(), 'step': step,
                  'elapsed_s': elapsed_before + time.time() - t_start, 'config': dataclasses.asdict(cfg)}
-        for name, head, head_opt in aux_heads:
-            if head is not None:
-                state.update({name: head.state_dict(), name + '_optimizer': head_opt.state_dict()})
+        for name, head in aux_heads.items():
+            state.update({name: head.state_dict(), name + '_optimizer': aux_opts[name].state_dict()})
         torch.save(state, state_path.with_suffix('.tmp'))
         os.replace(state_path.with_suffix('.tmp'), state_path)
         export_checkpoint(model, tok_dir, out, cfg.save_dtype)
@@ -572,8 +572,9 @@ def train(cfg: TrainConfig, out: str | pathlib.Path, resume: bool = True) -> pat
         k = cfg.prompts_per_image
         ids, am = tokenize_prompts(tokenizer, texts, mc.beit3.max_text_tokens, device)
         lr = _lr_at(cfg, step, progress.value)
-        for g in opt.param_groups:
-            g['lr'] = lr
+        for o in (opt, *aux_opts.values()):
+            for g in o.param_groups:
+                g['lr'] = lr
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             if cfg.freeze_sam_encoder:
                 with torch.no_grad():
@@ -594,36 +595,31 @@ def train(cfg: TrainConfig, out: str | pathlib.Path, resume: bool = True) -> pat
         bce, dice, iou = mask_losses(logits, target)
         iou_loss = F.mse_loss(iou_pred.float(), iou)
         loss = cfg.bce_weight * bce.mean() + cfg.dice_weight * dice.mean() + cfg.iou_weight * iou_loss
-        text_loss = probe(prompts, ids, am) if probe is not None else None
-        if text_loss is not None:
-            loss = loss + cfg.text_aux_weight * text_loss
-        referent_loss = None
-        if referent is not None:
-            patches = torch.cat([it['patches'] for it in items]).to(device)
-            referent_loss = referent(features, prompts, patches, target)
-            loss = loss + cfg.referent_aux_weight * referent_loss
-        attribute_loss = None
-        if attribute is not None:
-            attribute_loss = attribute(image_emb, torch.stack([it['sam_attributes'] for it in items]).to(device),
-                                       features, torch.stack([it['beit_attributes'] for it in items]).to(device))
-            loss = loss + cfg.attribute_aux_weight * attribute_loss
-        for o in aux_opts:
+        aux_losses = {}
+        if 'probe' in aux_heads:
+            aux_losses['text'] = aux_heads['probe'](prompts, ids, am)
+        if 'referent' in aux_heads:
+            aux_losses['referent'] = aux_heads['referent'](
+                features, prompts, torch.cat([it['patches'] for it in items]).to(device), target)
+        if 'attribute' in aux_heads:
+            aux_losses['attribute'] = aux_heads['attribute'](
+                image_emb, torch.stack([it['sam_attributes'] for it in items]).to(device),
+                features, torch.stack([it['beit_attributes'] for it in items]).to(device))
+        for name, value in aux_losses.items():
+            loss = loss + getattr(cfg, f'{name}_aux_weight') * value
+        for o in (opt, *aux_opts.values()):
             o.zero_grad(set_to_none=True)
-            for g in o.param_groups:
-                g['lr'] = lr
-        opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        scaler.step(opt)
-        for o in aux_opts:
+        for o in (opt, *aux_opts.values()):
             scaler.step(o)
         scaler.update()
         step += 1
         for name, v in (('loss', loss.item()), ('bce', bce.mean().item()), ('dice', dice.mean().item()),
-                        ('iou', iou.mean().item()), ('text', text_loss.item() if text_loss is not None else 0.0),
-                        ('referent', referent_loss.item() if referent_loss is not None else 0.0),
-                        ('attribute', attribute_loss.item() if attribute_loss is not None else 0.0)):
+                        ('iou', iou.mean().item()),
+                        *((n, aux_losses[n].item() if n in aux_losses else 0.0)
+                          for n in ('text', 'referent', 'attribute'))):
             running[name] = v if name not in running else 0.95 * running[name] + 0.05 * v
         if bar is not None:
             bar.update(1)
