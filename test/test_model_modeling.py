@@ -128,6 +128,23 @@ def test_decode_b_images_with_b_prompts(tiny_models, sam):
             model.decode_all(emb, torch.randn(3, 1, model.config.out_dim))
 
 
+def test_sam1_patch_size_sets_embedding_grid():
+    """A SAM-1 ViT with 8 px patches gives a twice finer embedding and low-res mask grid end to end."""
+    import dataclasses
+
+    base = make_tiny_model('sam1', seed=4, sam_image_size=128).config
+    cfg = dataclasses.replace(base, vit=dataclasses.replace(base.vit, patch_size=8, window_size=8))
+    assert (cfg.image_embedding_size, cfg.low_res_size) == (16, 64)
+    assert (base.image_embedding_size, base.low_res_size) == (8, 32)
+    model = EvfSamModel(cfg).eval()
+    sam_px, beit_px, ids, mask = _inputs(model, batch=2)
+    with torch.no_grad():
+        out = model(sam_px, beit_px, ids, mask)
+    assert out.masks.shape[-2:] == (64, 64)
+    with pytest.raises(ValueError, match='multiple of the ViT patch size'):
+        dataclasses.replace(base, sam_image_size=144, vit=dataclasses.replace(base.vit, patch_size=32))
+
+
 def test_training_gradients_and_freeze():
     model = make_tiny_model('sam2', seed=2, sam_image_size=256).train()
     model.freeze_sam_image_encoder()

@@ -256,7 +256,8 @@ class EvfSamConfig:
     ``out_dim`` is the SAM prompt/decoder width (256 in the released models); the projection
     ``text_hidden_fcs`` maps the BEiT-3 width to it through ``projection_hidden_dim`` (default: the
     BEiT-3 width). ``sam_image_size`` is the SAM input side (1024 for the released models); the image
-    embedding is ``sam_image_size / 16`` and the low-res masks ``sam_image_size / 4`` on a side.
+    embedding is ``sam_image_size / patch`` (patch 16 for the released models and always for SAM-2)
+    and the low-res masks four times that on a side.
     """
 
     sam_kind: str = 'sam1'
@@ -297,6 +298,9 @@ class EvfSamConfig:
             raise ValueError(f'SAM-2 needs sam_image_size divisible by 32, got {self.sam_image_size}')
         if self.out_dim % 8:
             raise ValueError(f'out_dim must be divisible by 8 (SAM upscaling), got {self.out_dim}')
+        if self.sam_kind == 'sam1' and self.sam_image_size % self.vit.patch_size:
+            raise ValueError(f'sam_image_size ({self.sam_image_size}) must be a multiple of the ViT patch size '
+                             f'({self.vit.patch_size})')
 
     # ---- derived sizes ----------------------------------------------------------------------------
     @property
@@ -309,11 +313,12 @@ class EvfSamConfig:
 
     @property
     def image_embedding_size(self) -> int:
-        return self.sam_image_size // 16
+        # SAM-2's Hiera always ends at stride 16; SAM-1's ViT at its patch size.
+        return self.sam_image_size // (self.vit.patch_size if self.vit is not None else 16)
 
     @property
     def low_res_size(self) -> int:
-        return self.sam_image_size // 4
+        return 4 * self.image_embedding_size  # the mask decoder upscales the embedding 4x
 
     @property
     def architecture_name(self) -> str:
