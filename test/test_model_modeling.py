@@ -1,6 +1,7 @@
 """EvfSamModel pieces: decoder composition vs transformers, BEiT-3 padding, selection rules, configs, training."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -130,8 +131,6 @@ def test_decode_b_images_with_b_prompts(tiny_models, sam):
 
 def test_sam1_patch_size_sets_embedding_grid():
     """A SAM-1 ViT with 8 px patches gives a twice finer embedding and low-res mask grid end to end."""
-    import dataclasses
-
     base = make_tiny_model('sam1', seed=4, sam_image_size=128).config
     cfg = dataclasses.replace(base, vit=dataclasses.replace(base.vit, patch_size=8, window_size=8))
     assert (cfg.image_embedding_size, cfg.low_res_size) == (16, 64)

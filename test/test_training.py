@@ -79,7 +79,7 @@ def test_referent_probe_targets_and_gradients():
 def test_attribute_probe_soft_targets():
     from evf_sam_ros.training.train import _AttributeProbe
     torch.manual_seed(0)
-    probe = _AttributeProbe(8, 16, (2, 3))                  # 2 shapes, 3 colours (+ "none" each)
+    probe = _AttributeProbe(8, 16, (('shape', ('s0', 's1')), ('colour', ('c0', 'c1', 'c2'))))   # + "none" each
     emb = torch.randn(2, 8, 4, 4, requires_grad=True)
     features = torch.randn(6, 1 + 4 + 2, 16, requires_grad=True)    # 2 images x 3 prompts, 2x2 patches
     sam_shares = torch.zeros(2, 5, 4, 4)

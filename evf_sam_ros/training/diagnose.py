@@ -27,7 +27,7 @@ def diagnose(run: str | pathlib.Path, scenes: int = 30) -> dict:
     from evf_sam_ros.model.preprocessing import beit3_pixel_values, sam_pixel_values
     from evf_sam_ros.model.tokenizer import tokenize_prompts
     from evf_sam_ros.synthetic.grammar import generate_expressions
-    from evf_sam_ros.synthetic.scene import COLOURS, SHAPES, SceneConfig, generate_scene
+    from evf_sam_ros.synthetic.scene import SceneConfig, generate_scene
     from .train import (VAL_SEED, TrainConfig, _AttributeProbe, _ReferentProbe, mask_to_beit3_grid,
                         mask_to_sam_frame)
 
@@ -40,7 +40,7 @@ def diagnose(run: str | pathlib.Path, scenes: int = 30) -> dict:
     grid = mc.beit3.img_size // mc.beit3.patch_size
     attribute = referent = None
     if 'attribute' in state:
-        attribute = _AttributeProbe(mc.out_dim, mc.beit3.embed_dim, (len(SHAPES), len(COLOURS))).eval()
+        attribute = _AttributeProbe(mc.out_dim, mc.beit3.embed_dim).eval()
         attribute.load_state_dict(state['attribute'])
     if 'referent' in state:
         referent = _ReferentProbe(mc.beit3.embed_dim, mc.out_dim).eval()
@@ -48,7 +48,6 @@ def diagnose(run: str | pathlib.Path, scenes: int = 30) -> dict:
     if attribute is None and referent is None:
         raise ValueError(f'{run / "train_state.pt"} has no attribute or referent probe: train with '
                          f'attribute_aux_weight / referent_aux_weight > 0 to diagnose with them')
-    n_shape = len(SHAPES)
     hits: dict[str, list[bool]] = {}
 
     def add(name: str, ok: bool) -> None:
@@ -77,9 +76,8 @@ def diagnose(run: str | pathlib.Path, scenes: int = 30) -> dict:
                     if cover.max() < 0.25:
                         continue
                     y, x = np.unravel_index(int(cover.argmax()), cover.shape)
-                    cell = logits[:, y, x]
-                    add(f'{where} shape', int(cell[:n_shape].argmax()) == SHAPES.index(o.shape))
-                    add(f'{where} colour', int(cell[n_shape + 1:-1].argmax()) == list(COLOURS).index(o.colour))
+                    for attr in ('shape', 'colour'):
+                        add(f'{where} {attr}', attribute.best_class(logits[:, y, x], attr) == getattr(o, attr))
         if referent is not None:
             for i, e in enumerate(exprs):
                 if e.target is None:

@@ -189,7 +189,7 @@ class _ImageStream(torch.utils.data.IterableDataset):
 
     def _synthetic(self, rng: np.random.Generator, progress: float) -> dict:
         from evf_sam_ros.synthetic.grammar import sample_expression
-        from evf_sam_ros.synthetic.scene import COLOURS, SHAPES, SceneConfig, generate_scene
+        from evf_sam_ros.synthetic.scene import SceneConfig, generate_scene
         scene = generate_scene(int(rng.integers(VAL_SEED)), SceneConfig(**self.cfg.scene))
         weights = _kind_weights(self.cfg.curriculum, progress)
         names = list(weights)
@@ -207,12 +207,7 @@ class _ImageStream(torch.utils.data.IterableDataset):
             texts.append(e.text)
             masks.append(scene.mask(e.target))
             kinds.append(e.kind)
-        attributes = None
-        if self.cfg.attribute_aux_weight > 0:
-            attributes = [np.isin(scene.labels, [o.index for o in scene.objects if o.shape == name])
-                          for name in SHAPES] + \
-                         [np.isin(scene.labels, [o.index for o in scene.objects if o.colour == name])
-                          for name in COLOURS]
+        attributes = _AttributeProbe.class_masks(scene) if self.cfg.attribute_aux_weight > 0 else None
         return self._prepare(scene.rgb, texts, masks, kinds, attributes)
 
     def _from_dataset(self, rng: np.random.Generator, source) -> dict:
@@ -329,12 +324,34 @@ class _AttributeProbe(torch.nn.Module):
     Not part of the exported checkpoint.
     """
 
-    def __init__(self, sam_dim: int, beit_dim: int, groups: tuple[int, ...]) -> None:
+    def __init__(self, sam_dim: int, beit_dim: int, vocab: tuple | None = None) -> None:
         super().__init__()
-        self.groups = groups                     # class counts per attribute (shape, colour), without "none"
-        n = sum(g + 1 for g in groups)
+        self.vocab = vocab or self.attribute_vocab()   # another vocab only in tests
+        self.groups = tuple(len(names) for _, names in self.vocab)   # class counts, without "none"
+        n = sum(g + 1 for g in self.groups)
         self.sam_head = torch.nn.Conv2d(sam_dim, n, 1)
         self.beit_head = torch.nn.Linear(beit_dim, n)
+
+    @staticmethod
+    def attribute_vocab() -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """The one place that fixes the class layout: per attribute its classes (each group then gets "none")."""
+        from evf_sam_ros.synthetic.scene import COLOURS, SHAPES
+        return ('shape', tuple(SHAPES)), ('colour', tuple(COLOURS))
+
+    @staticmethod
+    def class_masks(scene) -> list[np.ndarray]:
+        """[sum(groups)] masks of the scene's pixels per class, in the heads' layout (the training targets)."""
+        return [np.isin(scene.labels, [o.index for o in scene.objects if getattr(o, attr) == name])
+                for attr, names in _AttributeProbe.attribute_vocab() for name in names]
+
+    def best_class(self, cell_logits: torch.Tensor, attribute: str) -> str:
+        """The name of the highest-scoring class of ``attribute`` ("none" left out) in one cell's [N] logits."""
+        start = 0
+        for (attr, names), g in zip(self.vocab, self.groups):
+            if attr == attribute:
+                return names[int(cell_logits[start:start + g].argmax())]
+            start += g + 1
+        raise KeyError(attribute)
 
     def _loss(self, logits: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
         # logits: [B, N, L] (N = sum(groups) + len(groups)); shares: [B, sum(groups), L] class shares of each cell
@@ -443,12 +460,11 @@ def _aux_heads(cfg: TrainConfig, mc) -> torch.nn.ModuleDict:
     if cfg.referent_aux_weight > 0:
         heads['referent'] = _ReferentProbe(mc.beit3.embed_dim, mc.out_dim)
     if cfg.attribute_aux_weight > 0:
-        from evf_sam_ros.synthetic.scene import COLOURS, SHAPES
         if cfg.data != 'synthetic' or mc.is_sam2:
             raise ValueError(f'attribute_aux_weight > 0 needs data "synthetic" (its shape/colour labels come from the '
                              f'scene generator) and a SAM-1 layout model; got data {cfg.data!r}, '
                              f'{mc.architecture_name}. Set attribute_aux_weight to 0 for this run.')
-        heads['attribute'] = _AttributeProbe(mc.out_dim, mc.beit3.embed_dim, (len(SHAPES), len(COLOURS)))
+        heads['attribute'] = _AttributeProbe(mc.out_dim, mc.beit3.embed_dim)
     return heads
 
 
