@@ -211,9 +211,12 @@ def test_ship_two_stage_recipe_writes_card(tmp_path):
     train(_cfg(steps=1, text_aux_weight=1.0), first)
     train(_cfg(steps=1, init=str(first), init_beit3_img_size=64, referent_aux_weight=1.0,
                attribute_aux_weight=1.0), second)
+    notes = tmp_path / 'notes.md'
+    notes.write_text('**Measured.** Something the scores do not say.\n')
     assert ship.main(['--run', str(first), '--run', str(second), '--config', 'a.json', '--config', 'b.json',
-                      '--dest', str(dest), '--scenes', '2']) == 0
+                      '--dest', str(dest), '--scenes', '2', '--notes', str(notes)]) == 0
     card = (dest / 'MODEL_CARD.md').read_text()
+    assert 'Something the scores do not say.' in card and f'--config b.json --notes {notes}' in card
     assert load_model(dest).model.config.beit3.img_size == 64          # the last stage is installed
     assert f'--config a.json --out {first}' in card and f'--config b.json --out {second}' in card
     assert 'word probe' in card and 'referent probe' in card and 'attribute probe' in card and '2 stage(s)' in card

@@ -76,8 +76,10 @@ def _stage_text(i: int, stage: _Stage) -> str:
 
 
 def _card(stages: list[_Stage], res: dict, gated: dict, mc, n_params: int, size_bytes: int, vocab: int,
-          notes: str = '') -> str:
+          notes: str | pathlib.Path | None = None) -> str:
     from .evaluate import format_report
+    notes_text = pathlib.Path(notes).read_text().strip() if notes else ''
+    notes_block = f'\n{notes_text}\n' if notes_text else ''
     total_min = res['train_time_s'] / 60
     total_steps = res['steps']
     rows, offset = [], 0.0
@@ -98,7 +100,7 @@ def _card(stages: list[_Stage], res: dict, gated: dict, mc, n_params: int, size_
     commands = '\n'.join(f'    python -m evf_sam_ros.training.train --config {st.config_path or "CONFIG"} --out {st.run}'
                          for st in stages)
     runs = ' '.join(f'--run {st.run}' for st in stages) + ''.join(
-        f' --config {st.config_path}' for st in stages if st.config_path)
+        f' --config {st.config_path}' for st in stages if st.config_path) + (f' --notes {notes}' if notes else '')
     return f"""# evf-sam-ros synthetic tabletop model
 
 **This is a demo model.** It was trained from scratch, here, on synthetic tabletop scenes (coloured
@@ -158,7 +160,7 @@ The node additionally reports a target as not detected when its predicted IoU is
 ```
 
 Goals of the issue (raw masks): {'; '.join(verdict)}.
-{notes}
+{notes_block}
 ## Validation during training (30 validation scenes)
 
 | stage | step | minutes (cumulative) | gIoU all | gIoU colour+shape |
@@ -183,9 +185,9 @@ def _stage(run: pathlib.Path, config_path: str | None = None) -> _Stage:
 
 
 def ship(runs: str | pathlib.Path | list, dest: pathlib.Path = DEFAULT_DIR, scenes: int = 200,
-         configs: list[str] | None = None, notes: str = '') -> dict:
+         configs: list[str] | None = None, notes: str | pathlib.Path | None = None) -> dict:
     """Install the last of ``runs`` (training stages, in order) and write the card covering all of them;
-    ``notes`` (markdown) goes into the card after the scores."""
+    the markdown file ``notes`` goes into the card after the scores."""
     from evf_sam_ros.model import load_model
     from .datasets import SyntheticDataset
     from .evaluate import evaluate_predictor
@@ -203,7 +205,6 @@ def ship(runs: str | pathlib.Path | list, dest: pathlib.Path = DEFAULT_DIR, scen
     size = (dest / 'model.safetensors').stat().st_size
     res.update(steps=sum(st.steps for st in stages), train_time_s=sum(st.seconds for st in stages),
                parameters=n_params, size_bytes=size, gated_score_threshold_0_5=gated)
-    notes = f'\n{notes.strip()}\n' if notes.strip() else ''
     (dest / 'MODEL_CARD.md').write_text(_card(stages, res, gated, predictor.model.config, n_params, size,
                                               len(predictor.tokenizer), notes))
     (dest / 'eval.json').write_text(json.dumps(res, indent=2) + '\n')
@@ -226,8 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.config and len(args.config) != len(args.run):
         ap.error(f'{len(args.config)} --config for {len(args.run)} --run: give one config per stage, or none')
-    notes = pathlib.Path(args.notes).read_text() if args.notes else ''
-    res = ship(args.run, pathlib.Path(args.dest), args.scenes, args.config, notes)
+    res = ship(args.run, pathlib.Path(args.dest), args.scenes, args.config, args.notes)
     print(format_report(res))
     print(f'installed in {args.dest}')
     return 0
