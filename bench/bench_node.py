@@ -77,7 +77,7 @@ def _measure(context, node_name_ns, w, h, duration, rate_hz, extra_wait=1.0):
                 with lock:
                     diag.update({kv.key: kv.value for kv in s.values})
 
-    node.create_subscription(SegmentationArray, f'{node_name_ns}/segmentations', on_seg,
+    node.create_subscription(SegmentationArray, '/segmentations', on_seg,
                              QoSProfile(depth=100))
     node.create_subscription(DiagnosticArray, '/diagnostics', on_diag, 10)
     ex = SingleThreadedExecutor(context=context)

@@ -14,8 +14,8 @@ What happens:
 4. it prints a table per command (detected, score, mask IoU, 3D centroid error) and writes overlay
    images to ``demo_out/``. The node is stopped at the end (SIGINT, wait, SIGINT, kill).
 
-ROS: uses ``ROS_DOMAIN_ID`` when set (so RViz on that domain sees ``/image``, ``/evf_sam/overlay``,
-``/evf_sam/markers`` live), else a private domain id; discovery stays on localhost.
+ROS: uses ``ROS_DOMAIN_ID`` when set (so RViz on that domain sees ``/image``, ``/overlay``,
+``/markers`` live), else a private domain id; discovery stays on localhost.
 """
 from __future__ import annotations
 
@@ -207,8 +207,8 @@ def run_demo(out_dir: pathlib.Path, n_scenes: int, commands_per_scene: int, widt
                 if len(mask_msgs) > 50:
                     mask_msgs.pop(next(iter(mask_msgs)))
 
-        node.create_subscription(SegmentationArray, f'/{NODE_NAME}/segmentations', on_seg, reliable)
-        node.create_subscription(Image, f'/{NODE_NAME}/mask', on_mask, reliable)
+        node.create_subscription(SegmentationArray, 'segmentations', on_seg, reliable)
+        node.create_subscription(Image, 'mask', on_mask, reliable)
 
         current = {'scene': None}
 
@@ -231,7 +231,7 @@ def run_demo(out_dir: pathlib.Path, n_scenes: int, commands_per_scene: int, widt
             if not node_proc.alive():
                 raise RuntimeError(f'the node exited during start-up; see {out_dir / "node.log"}')
             if pub_prompt.get_subscription_count() > 0 and pub_img.get_subscription_count() > 0 \
-                    and node.count_publishers(f'/{NODE_NAME}/segmentations') > 0:
+                    and node.count_publishers('segmentations') > 0:
                 break
             time.sleep(0.2)
         else:

@@ -96,16 +96,15 @@ class Harness:
                                 predictor_factory=factory or default_factory,
                                 parameter_overrides=overrides)
         self.tester = rclpy.create_node('tester', context=context)
-        ns = self.node.get_fully_qualified_name()
         self.lock = threading.Lock()
         self.received = {k: [] for k in list(self.OUTPUTS) + ['overlay', 'diagnostics']}
         self.recv_times = {k: [] for k in self.received}
-        for name, typ in self.OUTPUTS.items():
-            self.tester.create_subscription(typ, f'{ns}/{name}', self._cb(name), QoSProfile(depth=50))
-        if overlay:
-            self.tester.create_subscription(Image, f'{ns}/overlay', self._cb('overlay'), 10)
-        self.tester.create_subscription(DiagnosticArray, '/diagnostics', self._cb('diagnostics'), 10)
         base = f'{namespace}/' if namespace else '/'
+        for name, typ in self.OUTPUTS.items():
+            self.tester.create_subscription(typ, base + name, self._cb(name), QoSProfile(depth=50))
+        if overlay:
+            self.tester.create_subscription(Image, base + 'overlay', self._cb('overlay'), 10)
+        self.tester.create_subscription(DiagnosticArray, '/diagnostics', self._cb('diagnostics'), 10)
         itype, itopic = (CompressedImage, base + 'image/compressed') if compressed else \
             (Image, base + 'image')
         self.image_pub = self.tester.create_publisher(itype, itopic, qos_profile_sensor_data)

@@ -259,10 +259,10 @@ def test_launch_starts_the_node_with_args_remaps_and_params(ros_context, ros_dom
                     ('/cam1/color/camera_info', 'sensor_msgs/msg/CameraInfo'),
                     ('/cam1/depth/aligned', 'sensor_msgs/msg/Image'),
                     ('/speech/text', 'std_msgs/msg/String'),
-                    ('/cam1/evf_sam/segmentations', 'evf_sam_ros/msg/SegmentationArray'),
-                    ('/cam1/evf_sam/mask', 'sensor_msgs/msg/Image'),
-                    ('/cam1/evf_sam/centroid', 'geometry_msgs/msg/PointStamped'),
-                    ('/cam1/evf_sam/markers', 'visualization_msgs/msg/MarkerArray'),
+                    ('/cam1/segmentations', 'evf_sam_ros/msg/SegmentationArray'),
+                    ('/cam1/mask', 'sensor_msgs/msg/Image'),
+                    ('/cam1/centroid', 'geometry_msgs/msg/PointStamped'),
+                    ('/cam1/markers', 'visualization_msgs/msg/MarkerArray'),
                     ('/diagnostics', 'diagnostic_msgs/msg/DiagnosticArray')]
 
         def ready():  # endpoints are discovered one by one: wait for all of them

@@ -236,7 +236,7 @@ def test_camera_that_stops_gives_no_stale_results(ros_context):
         assert 'is the camera publishing' in h.node.last_errors['stale']
         time.sleep(0.2)
         assert h.count('segmentations') == 0
-        cli = h.tester.create_client(Segment, '/evf_sam/segment')
+        cli = h.tester.create_client(Segment, '/segment')
         r = h.call(cli, Segment.Request(prompts=['cup']))
         assert not r.success and 'old' in r.message
         # the command is still pending: the first fresh frame answers it, with its own header

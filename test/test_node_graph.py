@@ -162,7 +162,7 @@ def test_segment_service_and_it_does_not_block_the_stream(ros_context):
     pred = FakePredictor(delay=0.0)
     with Harness(ros_context, predictor=pred, params={'use_depth': False}) as h:
         assert h.wait_connected()
-        cli = h.tester.create_client(Segment, '/evf_sam/segment')
+        cli = h.tester.create_client(Segment, '/segment')
         # no frame yet, no prompts
         r = h.call(cli, Segment.Request())
         assert not r.success and 'no prompts' in r.message
@@ -207,7 +207,7 @@ def test_enable_pauses_and_resumes(ros_context):
         assert h.wait_connected()
         h.set_prompt('cup', 1)
         assert _publish_until(h, 'segmentations')
-        cli = h.tester.create_client(SetBool, '/evf_sam/enable')
+        cli = h.tester.create_client(SetBool, '/enable')
         r = h.call(cli, SetBool.Request(data=False))
         assert r.success and 'paused' in r.message
         time.sleep(0.1)
@@ -385,7 +385,7 @@ def test_overlay_only_computed_when_subscribed_and_qos_parameter(ros_context, mo
         h.set_prompt('cup', 1)
         assert _publish_until(h, 'segmentations', 3)
         assert calls == []    # nobody subscribes to ~/overlay
-        h.tester.create_subscription(node_mod.Image, '/evf_sam/overlay', lambda m: None, 1)
+        h.tester.create_subscription(node_mod.Image, '/overlay', lambda m: None, 1)
         assert wait_for(lambda: h.node._pubs['overlay'].get_subscription_count() > 0)
         n = h.count('segmentations')
         assert _publish_until(h, 'segmentations', n + 2)

@@ -313,16 +313,16 @@ class SegmentNode(LifecycleNode):
                                                    QoSProfile(depth=10), callback_group=g))
         out = QoSProfile(depth=5, reliability=QoSReliabilityPolicy.RELIABLE)
         self._pubs = {
-            'mask': self.create_lifecycle_publisher(Image, '~/mask', out),
-            'segmentations': self.create_lifecycle_publisher(SegmentationArray, '~/segmentations', out),
-            'centroid': self.create_lifecycle_publisher(PointStamped, '~/centroid', out),
-            'overlay': self.create_lifecycle_publisher(Image, '~/overlay', QoSProfile(depth=1)),
-            'markers': self.create_lifecycle_publisher(MarkerArray, '~/markers', out),
+            'mask': self.create_lifecycle_publisher(Image, 'mask', out),
+            'segmentations': self.create_lifecycle_publisher(SegmentationArray, 'segmentations', out),
+            'centroid': self.create_lifecycle_publisher(PointStamped, 'centroid', out),
+            'overlay': self.create_lifecycle_publisher(Image, 'overlay', QoSProfile(depth=1)),
+            'markers': self.create_lifecycle_publisher(MarkerArray, 'markers', out),
         }
         self._srvs = [
-            self.create_service(Segment, '~/segment', self._srv_segment,
+            self.create_service(Segment, 'segment', self._srv_segment,
                                 callback_group=self._service_group),
-            self.create_service(SetBool, '~/enable', self._srv_enable,
+            self.create_service(SetBool, 'enable', self._srv_enable,
                                 callback_group=self._control_group),
         ]
 
