@@ -54,7 +54,7 @@ def _cmd_segment(args) -> int:
     import torch
     from PIL import Image
 
-    from evf_sam_ros.model import mask_area, mask_bbox, mask_centroid
+    from evf_sam_ros.masks import mask_area, mask_bbox, mask_centroid
     from evf_sam_ros.visualization import draw_overlay
 
     rgb = _read_rgb(pathlib.Path(args.image))

@@ -166,7 +166,7 @@ def run_demo(out_dir: pathlib.Path, n_scenes: int, commands_per_scene: int, widt
     from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import String
 
-    from evf_sam_ros.geometry import Intrinsics, centroid_3d
+    from evf_sam_ros.geometry import centroid_3d, project
     from evf_sam_ros.msg import SegmentationArray
     from evf_sam_ros.ros.process import NodeProcess
     from evf_sam_ros.training.metrics import mask_iou
@@ -239,12 +239,11 @@ def run_demo(out_dir: pathlib.Path, n_scenes: int, commands_per_scene: int, widt
         for line in (ln for ln in node_proc.output().splitlines() if re.search(r'default|synthetic|model', ln, re.I)):
             print('[node] ' + line.split(']: ', 1)[-1], flush=True)
         print(f'[demo] node ready after {time.monotonic() - t_begin:.1f} s; live topics (RViz, ROS_DOMAIN_ID='
-              f'{domain_id}): /image /depth /camera_info /{NODE_NAME}/overlay /{NODE_NAME}/markers', flush=True)
+              f'{domain_id}): /image /depth /camera_info /overlay /markers', flush=True)
 
         for scene_i, (scene, commands) in enumerate(script):
             current['scene'] = scene
-            k = scene.intrinsics
-            intr = Intrinsics(k.fx, k.fy, k.cx, k.cy, k.width, k.height)
+            intr = scene.intrinsics
             objs = ', '.join(f'{o.size} {o.colour} {o.shape}' for o in scene.objects)
             print(f'\n[demo] scene {scene_i + 1}/{len(script)} (seed {scene.seed}): {objs}', flush=True)
             time.sleep(3.0 / rate)   # let the node receive this scene's image, depth and camera_info
@@ -289,7 +288,7 @@ def run_demo(out_dir: pathlib.Path, n_scenes: int, commands_per_scene: int, widt
                     g = centroid_3d(gt, scene.depth, intr, erosion_px=3)
                     if g.ok:
                         res.centroid_err_cm = 100 * float(np.linalg.norm(p - np.array(g.position)))
-                    centre_px = (k.fx * p[0] / p[2] + k.cx, k.fy * p[1] / p[2] + k.cy)
+                    centre_px = project(p[0], p[1], p[2], intr)
                 lines = [f'"{cmd.text}"',
                          (f'detected  score {res.score:.2f}  IoU {res.iou:.2f}' if res.detected else
                           f'not detected  (score {res.score:.2f})')

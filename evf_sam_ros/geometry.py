@@ -29,8 +29,16 @@ __all__ = [
     'project',
 ]
 
-#: depth encoding -> factor converting raw values to metres
-DEPTH_ENCODINGS = {'16UC1': 0.001, 'mono16': 0.001, '32FC1': 1.0}
+#: depth encoding -> (numpy dtype of the raw values, metres per raw unit); the only such table
+DEPTH_ENCODINGS: dict[str, tuple[type, float]] = {
+    '16UC1': (np.uint16, 0.001),
+    'mono16': (np.uint16, 0.001),
+    '32FC1': (np.float32, 1.0),
+}
+
+#: focal lengths outside this range [px] are not a calibrated camera (e.g. 1e-12 gives 3D
+#: positions of 1e13 m); no real lens/sensor pair comes near either bound
+FOCAL_RANGE_PX = (1.0, 1.0e6)
 
 
 class GeometryError(ValueError):
@@ -40,7 +48,7 @@ class GeometryError(ValueError):
 def depth_scale_for_encoding(encoding: str) -> float:
     """Metres per raw depth unit for a ``sensor_msgs/Image`` depth encoding."""
     try:
-        return DEPTH_ENCODINGS[encoding]
+        return DEPTH_ENCODINGS[encoding][1]
     except KeyError:
         raise GeometryError(
             f"depth encoding '{encoding}' is not supported: publish 16UC1 (millimetres) or "
@@ -49,7 +57,8 @@ def depth_scale_for_encoding(encoding: str) -> float:
 
 @dataclass(frozen=True)
 class Intrinsics:
-    """Pinhole intrinsics of the (colour) image the masks live in."""
+    """Pinhole intrinsics of the (colour) image the masks live in (the numbers of a
+    ``sensor_msgs/CameraInfo`` K matrix). Construction rejects values no calibrated camera has."""
 
     fx: float
     fy: float
@@ -67,6 +76,12 @@ class Intrinsics:
             raise GeometryError(
                 f'camera_info has zero or negative focal length (fx={self.fx}, fy={self.fy}): '
                 'the camera is not calibrated; publish a calibrated camera_info (K matrix)')
+        lo, hi = FOCAL_RANGE_PX
+        if not (lo <= self.fx <= hi and lo <= self.fy <= hi):
+            raise GeometryError(
+                f'camera_info focal length fx={self.fx:g}, fy={self.fy:g} px is implausible (a '
+                f'calibrated camera has {lo:g}..{hi:g} px): check the K matrix of the camera_info '
+                '(units are pixels, row-major [fx 0 cx; 0 fy cy; 0 0 1])')
 
     @classmethod
     def from_k(cls, k, width: int = 0, height: int = 0) -> 'Intrinsics':
@@ -75,6 +90,11 @@ class Intrinsics:
         if k.size != 9:
             raise GeometryError(f'K must have 9 elements, got {k.size}')
         return cls(float(k[0]), float(k[4]), float(k[2]), float(k[5]), int(width), int(height))
+
+    @property
+    def K(self) -> np.ndarray:
+        """The 3x3 camera matrix."""
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
     def scaled(self, width: int, height: int) -> 'Intrinsics':
         """The same camera at another resolution (e.g. a resized image)."""
@@ -161,7 +181,7 @@ def centroid_3d(mask: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics, *,
                             f'{mask.shape[1]}x{mask.shape[0]}: depth must be aligned to the colour '
                             'image (e.g. the camera\'s aligned_depth_to_color topic)')
     if bbox is None:
-        from evf_sam_ros.model.masks import mask_bbox
+        from evf_sam_ros.masks import mask_bbox
         bbox = mask_bbox(mask)
     if bbox is None:
         return Centroid3D(False, reason='empty mask')

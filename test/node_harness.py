@@ -155,11 +155,11 @@ class Harness:
         self.prompt_pub.publish(String(data=text))
 
     def wait_prompts(self, n, timeout=5.0):
-        return wait_for(lambda: len(self.node._prompts) == n, timeout)
+        return wait_for(lambda: len(self.node.scheduler.prompts) == n, timeout)
 
     def set_prompt(self, text, n):
         self.prompt(text)
-        assert self.wait_prompts(n), f'prompt {text!r} not applied: {self.node._prompts}'
+        assert self.wait_prompts(n), f'prompt {text!r} not applied: {self.node.scheduler.prompts}'
 
     def publish_frames(self, h, w, n, first_stamp, period=0.02):
         """Publish ``n`` h x w frames with stamps first_stamp, first_stamp+1, ... s."""

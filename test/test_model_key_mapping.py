@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from evf_sam_ros.model.config import EvfSamConfig
-from evf_sam_ros.model.errors import ModelLoadError
+from evf_sam_ros.errors import ModelLoadError
 from evf_sam_ros.model.key_mapping import is_ignored_official_key
 from evf_sam_ros.model.modeling import EvfSamModel
 from evf_sam_ros.model.testing import make_tiny_model

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from evf_sam_ros.model.config import EvfSamBehaviour, EvfSamConfig, HieraConfig
-from evf_sam_ros.model.errors import ModelLoadError
+from evf_sam_ros.errors import ModelLoadError
 from evf_sam_ros.model.modeling import DecoderOutput, EvfSamModel, select_masks, stability_scores
 from evf_sam_ros.model.testing import make_tiny_model
 

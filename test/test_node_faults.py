@@ -31,8 +31,8 @@ def _frames_until(h, name, n=1, timeout=8.0, make=None, before=None):
 def _send_depth(h, depth_msg, info=None):
     """Publish depth (+ camera_info) until the node has them (before any image is sent)."""
     def have():
-        return len(h.node._depth) > 0 and (info is None or h.node._info is not None)
-    h.node._depth.clear()
+        return len(h.node.depth) > 0 and (info is None or h.node.intrinsics[1] != 'no camera_info received')
+    h.node.depth.clear()
     deadline = time.monotonic() + 5.0
     while not have() and time.monotonic() < deadline:
         if info is not None:
@@ -64,7 +64,7 @@ def test_bad_images_are_rejected_and_the_node_keeps_going(ros_context, capfd, mu
             h.image_pub.publish(bad)
             time.sleep(0.03)
         assert wait_for(lambda: h.node.diagnostics_values()['bad_frames'] >= 3)
-        assert expect in h.node.last_errors['image']
+        assert expect in h.node.log.last_message['image']
         assert h.count('segmentations') == 0
         _good_frame_still_works(h)
         err = capfd.readouterr().err
@@ -80,7 +80,7 @@ def test_compressed_input_and_undecodable_data(ros_context):
         junk = CompressedImage(format='jpeg', data=b'\x00\x01not a jpeg' * 10)
         junk.header.frame_id = 'cam'
         h.image_pub.publish(junk)
-        assert wait_for(lambda: 'could not be decoded' in h.node.last_errors.get('image', ''))
+        assert wait_for(lambda: 'not a readable image' in h.node.log.last_message.get('image', ''))
         bgr = np.full((H, W, 3), 90, np.uint8)
         ok, jpg = cv2.imencode('.jpg', bgr)
 
@@ -101,8 +101,8 @@ def test_depth_of_another_size_or_encoding(ros_context):
         small = np.full((H // 2, W // 2), 1.0, np.float32)
         _send_depth(h, depth_image(small, stamp=(21, 0)), camera_info(H, W))
         assert _frames_until(h, 'segmentations')
-        assert 'aligned' in h.node.last_errors['depth'] and f'{W // 2}x{H // 2}' in \
-            h.node.last_errors['depth']
+        assert 'aligned' in h.node.log.last_message['depth'] and f'{W // 2}x{H // 2}' in \
+            h.node.log.last_message['depth']
         s = h.last('segmentations').segmentations[0]
         assert s.detected and not s.has_position   # depth not usable -> 2D only
         bad = depth_image(np.full((H, W), 1.0, np.float32), stamp=(21, 0))
@@ -110,7 +110,7 @@ def test_depth_of_another_size_or_encoding(ros_context):
         _send_depth(h, bad)
         h.clear()
         assert _frames_until(h, 'segmentations')
-        assert "'mono8' is not supported" in h.node.last_errors['depth']
+        assert "'mono8' is not supported" in h.node.log.last_message['depth']
         assert not h.last('segmentations').segmentations[0].has_position
         assert h.count('centroid') == 0
 
@@ -122,7 +122,7 @@ def test_camera_info_with_zero_intrinsics(ros_context):
         depth = np.full((H, W), 1.0, np.float32)
         _send_depth(h, depth_image(depth, stamp=(21, 0)), camera_info(H, W, fx=0.0, fy=0.0))
         assert _frames_until(h, 'segmentations')
-        assert 'not calibrated' in h.node.last_errors['camera_info']
+        assert 'not calibrated' in h.node.log.last_message['camera_info']
         s = h.last('segmentations').segmentations[0]
         assert s.detected and not s.has_position
 
@@ -137,10 +137,13 @@ def test_nan_and_zero_depth(ros_context):
         _send_depth(h, depth_image(nan, stamp=(21, 0)), camera_info(H, W))
         assert _frames_until(h, 'segmentations')
         s = h.last('segmentations').segmentations[0]
-        # depth is used but nothing is valid: explicit "not found", no position, empty label map
-        assert not s.detected and not s.has_position and s.score == pytest.approx(0.9)
-        assert not np.frombuffer(h.last('mask').data, np.uint8).any()
+        # nothing in the depth is valid: depth only decides the 3D part -- the 2D result stands,
+        # the target says why it has no position, diagnostics count it
+        assert s.detected and not s.has_position and s.score == pytest.approx(0.9)
+        assert 'no valid depth' in s.position_reason
+        assert np.frombuffer(h.last('mask').data, np.uint8).any()
         assert h.count('centroid') == 0
+        assert wait_for(lambda: h.node.diagnostics_values()['no_position'] >= 1)
         # 16UC1 with zeros (invalid) in the left half: position from the valid half only
         half = np.full((H, W), 0.8, np.float32)
         half[:, : W // 2] = 0.0
@@ -164,13 +167,13 @@ def test_prompt_validation(ros_context, capfd):
             n = h.node.diagnostics_values()['prompts_rejected']
             h.prompt(bad)
             assert wait_for(lambda: h.node.diagnostics_values()['prompts_rejected'] == n + 1)
-            assert why in h.node.last_errors['prompt'], (bad, h.node.last_errors['prompt'])
-            assert h.node._prompts == ['cup', 'bowl']   # state intact
+            assert why in h.node.log.last_message['prompt'], (bad, h.node.log.last_message['prompt'])
+            assert h.node.scheduler.prompts == ['cup', 'bowl']   # state intact
         h.node.set_parameters([__import__('rclpy').parameter.Parameter('max_prompt_chars',
                                                                         value=20)])
         h.prompt('the very long description of a mug')
-        assert wait_for(lambda: 'max_prompt_chars=20' in h.node.last_errors['prompt'])
-        assert 'prompt rejected, keeping the previous 2 prompt(s)' in capfd.readouterr().err
+        assert wait_for(lambda: 'max_prompt_chars=20' in h.node.log.last_message['prompt'])
+        assert 'rejected, keeping the previous 2 prompt(s)' in capfd.readouterr().err
         # an empty string clears
         h.prompt('')
         assert h.wait_prompts(0)
@@ -198,7 +201,7 @@ def test_prompts_faster_than_inference(ros_context):
             # at most one inference per model time (the camera keeps streaming), never one per command
             bound = (time.monotonic() - t0) / 0.15 + 2
             assert n_out <= min(bound, 20), f'prompt commands must not queue inferences ({n_out} > {bound:.0f})'
-        assert h.node._prompts == ['object number 39']
+        assert h.node.scheduler.prompts == ['object number 39']
 
 
 def test_inference_exception_and_oom_skip_one_frame(ros_context, capfd):
@@ -209,12 +212,12 @@ def test_inference_exception_and_oom_skip_one_frame(ros_context, capfd):
             h.image_pub.publish(make_image(H, W, stamp=(1 + i, 0)))
             time.sleep(0.03)
         assert wait_for(lambda: h.node.diagnostics_values()['inference_errors'] >= 2)
-        assert 'fake inference failure' in h.node.last_errors['inference']
+        assert 'fake inference failure' in h.node.log.last_message['inference']
         h.set_prompt('oom please', 1)
         n = h.node.diagnostics_values()['inference_errors']
         h.image_pub.publish(make_image(H, W, stamp=(30, 0)))
         assert wait_for(lambda: h.node.diagnostics_values()['inference_errors'] > n)
-        assert 'out of memory' in h.node.last_errors['oom']
+        assert 'out of memory' in h.node.log.last_message['inference']
         assert h.count('segmentations') == 0
         h.set_prompt('cup', 1)
         _good_frame_still_works(h)
@@ -233,7 +236,7 @@ def test_camera_that_stops_gives_no_stale_results(ros_context):
         time.sleep(0.5)   # camera stopped: the latest frame is now older than max_image_age
         h.prompt('cup')
         assert wait_for(lambda: h.node.diagnostics_values()['stale'] >= 1)
-        assert 'is the camera publishing' in h.node.last_errors['stale']
+        assert 'Is the camera still publishing' in h.node.log.last_message['stale']
         time.sleep(0.2)
         assert h.count('segmentations') == 0
         cli = h.tester.create_client(Segment, '/segment')
@@ -254,7 +257,7 @@ def test_depth_out_of_sync_is_not_used(ros_context):
         h.clear()
         assert _frames_until(h, 'segmentations',
                              make=lambda i: make_image(H, W, stamp=(5, 200_000_000)))
-        assert 'depth_sync_tolerance=0.05' in h.node.last_errors['depth_sync']
+        assert 'depth_sync_tolerance 0.05 s' in h.node.log.last_message['depth']
         s = h.last('segmentations').segmentations[0]
         assert s.detected and not s.has_position
         h.clear()     # within tolerance: used

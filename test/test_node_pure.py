@@ -5,12 +5,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from evf_sam_ros.errors import InvalidImageError as ImageError
+from evf_sam_ros.errors import InvalidPromptError as PromptError
 from evf_sam_ros.geometry import Intrinsics
-from evf_sam_ros.postprocess import (PromptError, RateMeter, RollingStats, build_label_map,
-                                     evaluate_targets, overlay_bgr, parse_prompt_command)
+from evf_sam_ros.pipeline import (DepthFrame, PipelineSettings, SegmentationPipeline, build_label_map,
+                                  overlay_bgr)
+from evf_sam_ros.prompts import parse_prompt_command
 from evf_sam_ros.ros.fake_predictor import FakePredictor, FakeResult, disc_mask, parse_fake_spec
-from evf_sam_ros.ros.image_codec import (ImageError, decode_compressed, depth_from_msg,
-                                         fill_image_msg, image_to_rgb)
+from evf_sam_ros.ros.image_codec import decode_compressed, depth_from_msg, fill_image_msg, image_to_rgb
+from evf_sam_ros.stats import RateMeter, RollingStats
 
 
 def _msg(arr, encoding, pad=0, bigendian=False):
@@ -76,7 +79,7 @@ def test_compressed_and_fill():
     ok, png = cv2.imencode('.png', bgr)
     rgb = decode_compressed(SimpleNamespace(format='png', data=png.tobytes()))
     assert rgb[0, 0].tolist() == [200, 0, 0]
-    with pytest.raises(ImageError, match='could not be decoded'):
+    with pytest.raises(ImageError, match='not a readable image'):
         decode_compressed(SimpleNamespace(format='jpeg', data=b'garbage'))
     with pytest.raises(ImageError, match='no data'):
         decode_compressed(SimpleNamespace(format='jpeg', data=b''))
@@ -97,14 +100,31 @@ def test_prompt_parsing():
             parse_prompt_command(bad, max_prompts=2, max_chars=10)
 
 
-def test_evaluate_targets_and_label_map():
+class _Fixed:
+    """A predictor returning fixed results (gating and geometry are what is tested)."""
+
+    has_object_score = True
+
+    def __init__(self, results):
+        self.results = results
+
+    def encode_image(self, rgb):
+        return rgb
+
+    def segment(self, features, prompts):
+        return self.results[:len(prompts)]
+
+
+def test_pipeline_gating_label_map_and_depth():
     h, w = 40, 60
     a = disc_mask(h, w, 20, 20, 8)
     b = disc_mask(h, w, 26, 20, 8)  # overlaps a
     results = [FakeResult('a', a, 0.9), FakeResult('b', b, 0.8), FakeResult('c', a, 0.1),
                FakeResult('d', np.zeros((h, w), bool), 0.99), FakeResult('e', b, 0.9, -1.0)]
-    ts = evaluate_targets(results, score_threshold=0.5, min_mask_area=10,
-                          object_score_threshold=0.0)
+    rgb = np.zeros((h, w, 3), np.uint8)
+    pipe = SegmentationPipeline(_Fixed(results), PipelineSettings(score_threshold=0.5, min_mask_area=10,
+                                                                  mask_erosion_px=1))
+    ts = pipe.run(rgb, list('abcde')).targets
     assert [t.detected for t in ts] == [True, True, False, False, False]
     assert 'score' in ts[2].reason and 'area' in ts[3].reason and 'object score' in ts[4].reason
     assert ts[0].area == a.sum() and ts[0].centroid == pytest.approx((20, 20))
@@ -112,17 +132,16 @@ def test_evaluate_targets_and_label_map():
     assert np.array_equal(lm == 1, a)                    # earlier prompt wins on overlap
     assert np.array_equal(lm == 2, b & ~a)
     assert np.array_equal(lm > 0, a | b)                 # union of the detected masks
-    # depth gating: flat depth 1 m -> position; NaN depth -> not detected
+    # depth decides only the 3D part: flat 1 m -> a position; NaN -> still detected, with the reason
     k = Intrinsics(100.0, 100.0, 29.5, 19.5)
     depth = np.ones((h, w), np.float32)
-    ts = evaluate_targets(results[:1], score_threshold=0.5, min_mask_area=10, depth=depth,
-                          intrinsics=k, erosion_px=1)
-    assert ts[0].has_position and ts[0].centroid3d.position[2] == 1.0
-    ts = evaluate_targets(results[:1], score_threshold=0.5, min_mask_area=10,
-                          depth=depth * np.nan, intrinsics=k)
-    assert not ts[0].detected and 'no valid depth' in ts[0].reason
-    ov = overlay_bgr(np.zeros((h, w, 3), np.uint8), evaluate_targets(
-        results[:2], score_threshold=0.5, min_mask_area=1))
+    t = pipe.run(rgb, ['a'], depth=lambda: (DepthFrame(depth, 1.0), k, '')).targets[0]
+    assert t.has_position and t.centroid3d.position[2] == 1.0 and t.position_reason == ''
+    t = pipe.run(rgb, ['a'], depth=lambda: (DepthFrame(depth * np.nan, 1.0), k, '')).targets[0]
+    assert t.detected and not t.has_position and 'no valid depth' in t.position_reason
+    t = pipe.run(rgb, ['a'], depth=lambda: (None, None, 'no camera_info received')).targets[0]
+    assert t.detected and t.position_reason == 'no camera_info received'
+    ov = overlay_bgr(rgb, pipe.run(rgb, ['a', 'b']).targets)
     assert ov.shape == (h, w, 3) and ov[a].any()
 
 

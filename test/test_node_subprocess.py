@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class _Tester:
-    def __init__(self, context, ns='/evf_sam'):
+    def __init__(self, context, ns=''):
         self.node = rclpy.create_node('sub_tester', context=context)
         self.ex = SingleThreadedExecutor(context=context)
         self.ex.add_node(self.node)

@@ -51,14 +51,14 @@ def test_default_loader_device_auto_on_cpu_and_release(ros_context, tiny_checkpo
         Parameter('torch_threads', value=1)])
     try:
         assert node._state_label() == 'active'
-        pred = node._predictor
+        pred = node.predictor
         assert str(pred.device) == 'cpu' and 'float32' in str(pred.dtype)
         assert 'CUDA is not available' in capfd.readouterr().err
         d = node.diagnostics_values()
         assert d['device'] == 'cpu' and d['model'] and d['gpu_memory_mb'] == 'n/a'
         node.trigger_deactivate()
         node.trigger_cleanup()
-        assert node._predictor is None and node._state_label() == 'unconfigured'
+        assert node.predictor is None and node._state_label() == 'unconfigured'
     finally:
         node.close()
         node.destroy_node()

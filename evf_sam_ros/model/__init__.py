@@ -10,10 +10,10 @@ Weight-compatible with the released checkpoints (YxZhang/evf-sam, evf-sam-multit
 evf-sam2-multitask): BEiT-3 is implemented here, SAM / SAM 2 come from transformers.
 """
 from .config import EvfSamBehaviour, EvfSamConfig
-from .errors import (EvfSamError, EvfSamOutOfMemoryError, InvalidImageError, InvalidPromptError, ModelLoadError,
+from ..errors import (EvfSamError, EvfSamOutOfMemoryError, InvalidImageError, InvalidPromptError, ModelLoadError,
                      OutOfMemoryError)
 from .loading import load_model, save_checkpoint
-from .masks import mask_area, mask_bbox, mask_centroid
+from ..masks import mask_area, mask_bbox, mask_centroid
 from .modeling import EvfSamModel
 from .predictor import EvfSamPredictor, ImageFeatures, SegmentationResult
 

@@ -23,7 +23,7 @@ import pathlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 
 __all__ = [
     'Beit3Config',

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import torch
 
 from .config import EvfSamBehaviour, EvfSamConfig
-from .errors import EvfSamOutOfMemoryError, ModelLoadError
+from ..errors import EvfSamOutOfMemoryError, ModelLoadError
 from .modeling import EvfSamModel
 from .predictor import EvfSamPredictor
 from .tokenizer import SEMANTIC_TOKEN, load_tokenizer, save_tokenizer
@@ -71,8 +71,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``fp32``/``fp16``/``bf16`` (or the torch dtype), or ``auto``: fp16 on CUDA, fp32 elsewhere."""
     if dtype is None:
         return torch.float32
+    if isinstance(dtype, str) and dtype.strip().lower() == 'auto':
+        return torch.float16 if device.type == 'cuda' else torch.float32
     if isinstance(dtype, str):
         key = dtype.strip().lower().replace('torch.', '')
         if key not in _DTYPES:
@@ -130,9 +133,8 @@ def _hf_snapshot(repo_id: str, allow_download: bool) -> pathlib.Path:
         if not allow_download:
             raise ModelLoadError(
                 f'{repo_id!r} is not in the local Hugging Face cache ({cache_dir or _hf_cache_dir()}). '
-                'Download it first '
-                f'(`hf download {repo_id}` or huggingface_hub.snapshot_download), pass a local directory, or call '
-                'load_model(..., allow_download=True).') from exc
+                f'Download it once with `hf download {repo_id}` (huggingface_hub), or point model_path at a '
+                'local checkpoint directory (from Python: load_model(..., allow_download=True))') from exc
     except (OSError, ValueError) as exc:
         if not allow_download:
             raise ModelLoadError(f'{repo_id!r}: the local Hugging Face cache could not be read ({exc})') from exc
@@ -233,10 +235,12 @@ def _read_bin(path: pathlib.Path, config: EvfSamConfig, dtype: torch.dtype,
             state = torch.load(str(path), map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r'Unsupported global: GLOBAL (\S+)', str(exc))
-        if found:
-            raise ModelLoadError(f'{path}: holds Python objects other than tensors ({found.group(1)}), which are '
-                                 'not loaded for safety (torch.load(weights_only=True)). Save a plain state dict '
-                                 '(names -> tensors) or convert it to model.safetensors.') from exc
+        what = f' ({found.group(1)})' if found else ''
+        if found or 'weights only' in str(exc).lower():
+            raise ModelLoadError(f'{path}: REFUSED for safety: the pickle holds Python objects or instructions other '
+                                 f'than tensors{what}, which torch.load(weights_only=True) does not execute. Use a '
+                                 'checkpoint from a trusted source, saved as a plain state dict or as '
+                                 'model.safetensors') from exc
         raise _corrupt(path, exc) from exc
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
         if isinstance(exc, torch.OutOfMemoryError):
@@ -265,7 +269,8 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
     """Load an EVF-SAM / EVF-SAM2 checkpoint for inference.
 
     path: checkpoint directory, Hugging Face id in the local cache, or None for the embedded default model.
-    device: "cpu", "cuda", "cuda:N" or "auto". dtype: torch dtype or "fp32"/"fp16"/"bf16".
+    device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available). dtype: torch dtype, "fp32"/"fp16"/"bf16" or
+    "auto" (fp16 on CUDA, fp32 on the CPU).
     allow_download: fetch a Hugging Face id that is not cached. behaviour: overrides of the inferred/declared
     behaviour, e.g. ``{"mask_selection": "best_of_3", "sam_resize": "square"}``.
     """
@@ -279,9 +284,10 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
         except ValueError as exc:
             raise ModelLoadError(f'invalid behaviour override: {exc}') from exc
     tokenizer = load_tokenizer(directory)
-    if len(tokenizer) > config.beit3.vocab_size:
-        raise ModelLoadError(f'{directory}: the tokenizer has {len(tokenizer)} tokens but the BEiT-3 embedding only '
-                             f'{config.beit3.vocab_size} rows; the tokenizer files belong to another model')
+    if not config.beit3.vocab_size // 2 <= len(tokenizer) <= config.beit3.vocab_size:
+        raise ModelLoadError(f'{directory}: the tokenizer has {len(tokenizer)} tokens but the BEiT-3 embedding table '
+                             f'{config.beit3.vocab_size} rows; the tokenizer files belong to another model (restore '
+                             "the checkpoint's own sentencepiece.bpe.model)")
     if config.behaviour.multitask and SEMANTIC_TOKEN not in tokenizer.get_vocab():
         log.warning('%s: multitask behaviour but the tokenizer has no %s token', directory, SEMANTIC_TOKEN)
     try:
@@ -300,6 +306,10 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
     leftover = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
     if leftover:  # pragma: no cover - would mean a module grew a non-persistent buffer
         raise ModelLoadError(f'internal error: tensors left uninitialised after loading: {leftover[:5]}')
+    bad = [n for n, t in model.named_parameters() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ModelLoadError(f'{directory}: {len(bad)} weight tensor(s) hold NaN or inf (e.g. {", ".join(bad[:3])}): the '
+                             'checkpoint is corrupt or comes from a diverged training run; use another checkpoint')
     model.eval()
     name = 'default' if is_default else (os.fspath(path) if path is not None else str(directory))
     log.info('loaded %s (%s) on %s in %s', name, config.architecture_name, dev, torch_dtype)

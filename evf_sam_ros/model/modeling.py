@@ -21,7 +21,7 @@ from torch import nn
 
 from .beit3 import BEiT3
 from .config import EvfSamConfig
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 from .key_mapping import KeyMapping, build_key_mapping
 
 __all__ = ['EvfSamModel', 'DecoderOutput', 'SelectedMasks', 'select_masks', 'stability_scores',

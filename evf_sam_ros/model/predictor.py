@@ -12,6 +12,7 @@ resizes all selected logits to the original size in one interpolate call on the 
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -19,10 +20,11 @@ import numpy as np
 import torch
 
 from .config import EvfSamConfig
-from .errors import EvfSamOutOfMemoryError
-from .masks import mask_area, mask_bbox, mask_centroid
+from ..errors import EvfSamOutOfMemoryError, InvalidImageError
+from ..masks import mask_area, mask_bbox, mask_centroid
 from .modeling import EvfSamModel, SamImageEmbeddings
-from .preprocessing import SamResizeInfo, beit3_pixel_values, postprocess_logits, sam_pixel_values, validate_rgb_image
+from .preprocessing import (SamResizeInfo, beit3_pixel_values, longest_side_size, postprocess_logits, sam_pixel_values,
+                            validate_rgb_image)
 from .tokenizer import tokenize_prompts
 
 __all__ = ['EvfSamPredictor', 'ImageFeatures', 'SegmentationResult']
@@ -97,6 +99,8 @@ class EvfSamPredictor:
         self.name = name
         self.is_default_model = is_default_model
         self._dense_pe: torch.Tensor | None = None
+        # transformers' fast tokenizers switch padding state per call: not safe to share across threads
+        self._tokenize_lock = threading.Lock()
 
     # ---- info --------------------------------------------------------------------------------
     @property
@@ -120,13 +124,21 @@ class EvfSamPredictor:
 
     # ---- prompts -----------------------------------------------------------------------------
     def tokenize(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(input_ids [B, T], attention_mask [B, T])`` on the model device, right-padded with id 1."""
-        return tokenize_prompts(self.tokenizer, prompts, self.config.beit3.max_text_tokens, self.device)
+        """``(input_ids [B, T], attention_mask [B, T])`` on the model device, right-padded with id 1.
+        Raises InvalidPromptError for a prompt this model cannot take (e.g. over its text-token limit).
+        Thread-safe."""
+        with self._tokenize_lock:
+            return tokenize_prompts(self.tokenizer, prompts, self.config.beit3.max_text_tokens, self.device)
 
     # ---- images ------------------------------------------------------------------------------
     def encode_image(self, rgb: np.ndarray, *, keep_sam_input: bool = False) -> ImageFeatures:
         """Run the SAM image encoder and prepare the BEiT-3 input for an HxWx3 uint8 RGB frame."""
         rgb = validate_rgb_image(rgb)
+        height, width = rgb.shape[:2]
+        if min(longest_side_size(height, width, self.config.sam_image_size)) < 1:
+            raise InvalidImageError(
+                f'the image is {width}x{height}: scaled to the model input ({self.config.sam_image_size} px on the '
+                'longest side) its short side would be 0 px; crop or pad it to a less extreme aspect ratio')
         with _oom_guard('encode_image'), torch.inference_mode():
             beit = beit3_pixel_values(rgb, self.config.beit3.img_size, self.device).to(self.dtype)
             sam_input, info = sam_pixel_values(rgb, self.config.behaviour.sam_resize, self.config.sam_image_size,

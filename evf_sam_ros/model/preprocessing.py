@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .errors import InvalidImageError
+from ..errors import InvalidImageError
 
 __all__ = [
     'SAM_PIXEL_MEAN',

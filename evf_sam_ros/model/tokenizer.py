@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from .errors import InvalidPromptError, ModelLoadError
+from ..errors import InvalidPromptError, ModelLoadError
 
 __all__ = [
     'SEMANTIC_TOKEN',
@@ -43,6 +43,14 @@ def load_tokenizer(directory: str | pathlib.Path):
                              'added_tokens.json) into the directory.')
     from transformers import XLMRobertaTokenizer
 
+    spm = directory / SPM_FILE
+    if spm.is_file():   # check it ourselves: transformers' fallbacks blame missing packages (tiktoken, ...)
+        import sentencepiece
+        try:
+            sentencepiece.SentencePieceProcessor(model_file=str(spm))
+        except Exception as exc:  # noqa: BLE001 - sentencepiece raises RuntimeError/OSError/...
+            raise ModelLoadError(f'{spm}: not a valid sentencepiece model ({exc}); the file is corrupt or truncated. '
+                                 "Restore the checkpoint's own sentencepiece.bpe.model") from exc
     try:
         tokenizer = XLMRobertaTokenizer.from_pretrained(str(directory), local_files_only=True, padding_side='right')
     except Exception as exc:  # sentencepiece/protobuf missing, corrupt spm file, bad JSON ...

@@ -45,8 +45,16 @@ def parse_fake_spec(spec: str) -> dict:
     return out
 
 
+def default_model_text_limit() -> int:
+    """The embedded default model's text-token limit, read from its config (the fake claims no
+    limit of its own)."""
+    import json
+    import pathlib
+    cfg = json.loads((pathlib.Path(__file__).parents[1] / 'model' / 'default_model' / 'config.json').read_text())
+    return int(cfg['evf_sam_ros']['beit3']['max_source_positions']) - 2
+
+
 class FakePredictor:
-    max_text_tokens = 1022
 
     def __init__(self, delay: float = 0.0, radius: float = 0.125, score: float = 0.9,
                  object_score: float | None = None, device: str = 'cpu'):
@@ -63,9 +71,19 @@ class FakePredictor:
         self.released = False
         self._lock = threading.Lock()
         self.masks_cache = {}
+        self.max_text_tokens = default_model_text_limit()
+        self._active = 0
+        self.max_concurrent = 0   # most encode/segment calls ever in progress at once
 
     def tokenize(self, prompts):
+        """One token per word plus <s> and </s>; over the limit raises InvalidPromptError like the
+        real tokenizer."""
+        from evf_sam_ros.errors import InvalidPromptError
         lens = [len(p.split()) + 2 for p in prompts]
+        for i, n in enumerate(lens):
+            if n > self.max_text_tokens:
+                raise InvalidPromptError(f'prompt {i} is {n} tokens long, but the text encoder takes at most '
+                                         f'{self.max_text_tokens}')
         n = max(lens) if lens else 0
         ids = np.zeros((len(prompts), n), np.int64)
         att = np.zeros((len(prompts), n), np.int64)
@@ -78,8 +96,13 @@ class FakePredictor:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f'expected HxWx3 uint8, got {rgb.shape} {rgb.dtype}')
         t0 = time.monotonic()
+        with self._lock:
+            self._active += 1
+            self.max_concurrent = max(self.max_concurrent, self._active)
         if self.delay > 0:
             time.sleep(self.delay)
+        with self._lock:
+            self._active -= 1
         feat = {'shape': rgb.shape[:2], 'value': int(rgb[0, 0, 0]) | (int(rgb[0, 0, 1]) << 8),
                 't_start': t0}
         with self._lock:
@@ -104,7 +127,7 @@ class FakePredictor:
             if low.startswith('fail'):
                 raise RuntimeError('fake inference failure')
             if low.startswith('oom'):
-                from evf_sam_ros.model.errors import EvfSamOutOfMemoryError
+                from evf_sam_ros.errors import EvfSamOutOfMemoryError
                 raise EvfSamOutOfMemoryError('fake CUDA out of memory')
             if low.startswith('slow') and self.delay > 0:
                 time.sleep(self.delay)

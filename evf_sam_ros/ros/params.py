@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-__all__ = ['PARAMS', 'ParamSpec', 'declare_all', 'validate']
+__all__ = ['PARAMS', 'PARAM_BY_NAME', 'ParamSpec', 'coerce', 'declare_all', 'validate']
 
 CHOICES = {
     'device': None,  # free form: auto | cpu | cuda | cuda:N
@@ -65,6 +65,12 @@ PARAMS = [
       '(best effort) | reliable | best_effort | system_default', read_only=True),
     P('image_transport', 'raw', 'raw: subscribe <image> (sensor_msgs/Image); compressed: subscribe '
       '<image>/compressed (sensor_msgs/CompressedImage)', read_only=True),
+    P('max_image_pixels', 40_000_000, 'largest accepted input image [pixels] (colour, depth and the '
+      'decoded size of compressed images, checked before anything is allocated); larger frames are '
+      'rejected with a warning', range=(1, 1_000_000_000)),
+    P('frame_loss_warn', 0.2, 'warn (and report WARN in /diagnostics) when more than this share of '
+      "the camera's frames never arrive (estimated from their stamps); 1 = never warn",
+      range=(0.0, 1.0)),
     P('max_image_age', 0.5, 'frames older than this [s] since reception are never segmented; '
       '0 = no limit', range=(0.0, 3600.0)),
     P('depth_sync_tolerance', 0.05, 'max |stamp(depth) - stamp(image)| [s] for depth to be used; '
@@ -81,15 +87,16 @@ PARAMS = [
     P('max_rate_hz', 0.0, 'upper bound of the inference rate in continuous mode; 0 = as fast as '
       'frames and the model allow', range=(0.0, 1000.0)),
     # --- detection gating ---
-    P('score_threshold', 0.5, 'minimum predicted IoU for a target to count as detected',
-      range=(-1.0, 2.0)),
+    P('score_threshold', 0.5, 'minimum predicted IoU for a target to count as detected (SAM-2 scores '
+      'are in [0, 1]; the SAM-1 IoU head is raw and can leave it slightly, hence -1 = any mask)',
+      range=(-1.0, 1.0)),
     P('object_score_threshold', 0.0, 'SAM-2 checkpoints: minimum object-presence logit',
       range=(-100.0, 100.0)),
     P('min_mask_area', 50, 'minimum mask area [px] for a target to count as detected',
       range=(0, 100000000)),
     # --- 3D ---
-    P('use_depth', True, 'compute 3D centroids when depth and camera_info arrive; a detected '
-      'target then also needs valid depth'),
+    P('use_depth', True, 'compute 3D centroids when depth and camera_info arrive (depth only adds the '
+      '3D part: a target without usable depth is still reported, with position_reason)'),
     P('depth_min', 0.1, 'valid depth lower bound [m]', range=(0.0, 1000.0)),
     P('depth_max', 10.0, 'valid depth upper bound [m]', range=(0.0, 1000.0)),
     P('mask_erosion_px', 3, 'erode masks by this many pixels before sampling depth',
@@ -97,11 +104,11 @@ PARAMS = [
     P('min_depth_pixels', 10, 'minimum valid depth pixels in the eroded mask for a 3D centroid',
       range=(1, 100000000)),
     # --- outputs ---
-    P('publish_mask', True, 'publish ~/mask (mono8 label map)'),
-    P('publish_centroid', True, 'publish ~/centroid (first detected target with a 3D position)'),
-    P('publish_markers', True, 'publish ~/markers (sphere + text per located target)'),
-    P('publish_overlay', True, 'publish ~/overlay (bgr8) when someone subscribes'),
-    P('overlay_max_rate_hz', 10.0, 'rate limit of ~/overlay', range=(0.1, 1000.0)),
+    P('publish_mask', True, 'publish mask (mono8 label map)'),
+    P('publish_centroid', True, 'publish centroid (first detected target with a 3D position)'),
+    P('publish_markers', True, 'publish markers (sphere + text per located target)'),
+    P('publish_overlay', True, 'publish overlay (bgr8) when someone subscribes'),
+    P('overlay_max_rate_hz', 10.0, 'rate limit of overlay', range=(0.1, 1000.0)),
     P('marker_lifetime', 1.0, 'lifetime of markers [s]; 0 = forever', range=(0.0, 3600.0)),
     P('diagnostics_period', 1.0, 'period of /diagnostics [s]', read_only=True, range=(0.05, 60.0)),
 ]
@@ -111,7 +118,7 @@ PARAM_BY_NAME = {p.name: p for p in PARAMS}
 def declare_all(node) -> None:
     """Declare every parameter. A bad override (wrong type, out of range) is not fatal: an int
     given for a float parameter is converted, anything else falls back to the default, with one
-    clear error line each."""
+    clear warning each."""
     from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
     for spec in PARAMS:
         try:
@@ -129,10 +136,23 @@ def declare_all(node) -> None:
             if not lo <= value <= hi:
                 value = spec.default
         if value == spec.default:
-            node.get_logger().error(
+            node.get_logger().warning(
                 f'parameter {spec.name}={given!r} rejected ({problem}); using the default '
                 f'{spec.default!r}. {spec.description}')
         node.declare_parameter(spec.name, value, spec.descriptor(), ignore_override=True)
+
+
+def coerce(params) -> list:
+    """rclpy pre-set hook: an integer given for a float parameter becomes that float (as at
+    start-up), so ``ros2 param set /evf_sam max_rate_hz 5`` works like ``5.0``."""
+    from rclpy.parameter import Parameter
+    out = []
+    for prm in params:
+        spec = PARAM_BY_NAME.get(prm.name)
+        if spec is not None and isinstance(spec.default, float) and prm.type_ == Parameter.Type.INTEGER:
+            prm = Parameter(prm.name, Parameter.Type.DOUBLE, float(prm.value))
+        out.append(prm)
+    return out
 
 
 def validate(name: str, value, current: dict) -> str | None:

@@ -6,7 +6,7 @@
         e.text, e.kind, scene.mask(e.target)
 """
 from .grammar import KINDS, Expression, generate_expressions, sample_expression
-from .scene import COLOURS, SHAPES, CameraIntrinsics, Scene, SceneConfig, SceneObject, generate_scene
+from .scene import COLOURS, SHAPES, Scene, SceneConfig, SceneObject, generate_scene
 
 __all__ = ['KINDS', 'Expression', 'generate_expressions', 'sample_expression', 'COLOURS', 'SHAPES',
-           'CameraIntrinsics', 'Scene', 'SceneConfig', 'SceneObject', 'generate_scene']
+           'Scene', 'SceneConfig', 'SceneObject', 'generate_scene']

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ['SHAPES', 'COLOURS', 'SIZES', 'SceneConfig', 'SceneObject', 'Scene', 'CameraIntrinsics',
+from evf_sam_ros.geometry import Intrinsics, project
+
+__all__ = ['SHAPES', 'COLOURS', 'SIZES', 'SceneConfig', 'SceneObject', 'Scene',
            'generate_scene', 'surface_centroid']
 
 SHAPES = ('cube', 'cylinder', 'ball', 'ring', 'pyramid')
@@ -35,27 +37,6 @@ COLOURS: dict[str, tuple[float, float, float]] = {
 }
 # Characteristic half-size (metres) per size class; the classes are far apart so "small"/"big" is clear.
 SIZES: dict[str, tuple[float, float]] = {'small': (0.022, 0.030), 'big': (0.042, 0.052)}
-
-
-@dataclass(frozen=True)
-class CameraIntrinsics:
-    """Pinhole intrinsics, the same numbers a ``sensor_msgs/CameraInfo`` K matrix holds."""
-
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-
-    @property
-    def K(self) -> np.ndarray:
-        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
-
-    def project(self, p_cam: np.ndarray) -> np.ndarray:
-        """(N,3) camera-frame points -> (N,2) pixel coordinates (u right, v down)."""
-        p = np.atleast_2d(p_cam)
-        return np.stack([self.fx * p[:, 0] / p[:, 2] + self.cx, self.fy * p[:, 1] / p[:, 2] + self.cy], 1)
 
 
 @dataclass
@@ -104,7 +85,7 @@ class Scene:
     rgb: np.ndarray            # (H,W,3) uint8
     depth: np.ndarray          # (H,W) float32 metres
     labels: np.ndarray         # (H,W) int16: object index, -1 = table/background
-    intrinsics: CameraIntrinsics
+    intrinsics: Intrinsics
     objects: list[SceneObject]
     cam_to_world: np.ndarray   # (4,4)
 
@@ -309,8 +290,8 @@ def _camera(rng: np.random.Generator, cfg: SceneConfig):
     rot = np.stack([right, down, fwd], 1)     # columns: camera axes in world
     hfov = math.radians(rng.uniform(*cfg.hfov_deg))
     f = cfg.width / 2 / math.tan(hfov / 2)
-    intr = CameraIntrinsics(cfg.width, cfg.height, f, f, cfg.width / 2 + rng.uniform(-2, 2),
-                            cfg.height / 2 + rng.uniform(-2, 2))
+    intr = Intrinsics(fx=f, fy=f, cx=cfg.width / 2 + rng.uniform(-2, 2),
+                      cy=cfg.height / 2 + rng.uniform(-2, 2), width=cfg.width, height=cfg.height)
     cam_to_world = np.eye(4)
     cam_to_world[:3, :3] = rot
     cam_to_world[:3, 3] = pos
@@ -332,7 +313,7 @@ def _place_objects(rng, cfg, attrs, cam_to_world, intr) -> list[SceneObject] | N
         h = _object_height(shape, a, rng)
         centre = base + np.array([0, 0, h / 2])
         cc = world_to_cam[:3, :3] @ centre + world_to_cam[:3, 3]
-        uv = intr.project(cc)[0]
+        uv = project(cc[0], cc[1], cc[2], intr)
         if not (4 < uv[0] < intr.width - 4 and 4 < uv[1] < intr.height - 4):
             return None
         placed.append(SceneObject(len(placed), shape, colour, size, a, h, base, rng.uniform(0, math.pi / 2),
@@ -340,7 +321,7 @@ def _place_objects(rng, cfg, attrs, cam_to_world, intr) -> list[SceneObject] | N
     return placed
 
 
-def _render(rng, cfg: SceneConfig, intr: CameraIntrinsics, cam_to_world, objects, shape_params):
+def _render(rng, cfg: SceneConfig, intr: Intrinsics, cam_to_world, objects, shape_params):
     H, W = intr.height, intr.width
     v, u = np.mgrid[0:H, 0:W]
     d_cam = np.stack([(u - intr.cx) / intr.fx, (v - intr.cy) / intr.fy, np.ones((H, W))], -1)

@@ -28,7 +28,8 @@ def diagnose(run: str | pathlib.Path, scenes: int = 30) -> dict:
     from evf_sam_ros.model.tokenizer import tokenize_prompts
     from evf_sam_ros.synthetic.grammar import generate_expressions
     from evf_sam_ros.synthetic.scene import SceneConfig, generate_scene
-    from .train import (VAL_SEED, TrainConfig, _AttributeProbe, _ReferentProbe, mask_to_beit3_grid,
+    from evf_sam_ros.synthetic.splits import VAL_SEED
+    from .train import (TrainConfig, _AttributeProbe, _ReferentProbe, mask_to_beit3_grid,
                         mask_to_sam_frame)
 
     run = pathlib.Path(run)

@@ -29,9 +29,8 @@ __all__ = ['evaluate_predictor', 'evaluate_model', 'main', 'centroid_errors']
 
 
 def _centroid(mask: np.ndarray, scene) -> np.ndarray | None:
-    from evf_sam_ros.geometry import Intrinsics, centroid_3d
-    k = scene.intrinsics
-    c = centroid_3d(mask, scene.depth, Intrinsics(k.fx, k.fy, k.cx, k.cy, k.width, k.height), erosion_px=1)
+    from evf_sam_ros.geometry import centroid_3d
+    c = centroid_3d(mask, scene.depth, scene.intrinsics, erosion_px=1)
     return np.array(c.position) if c.ok else None
 
 
@@ -128,7 +127,7 @@ def format_report(res: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     from evf_sam_ros.model import load_model
     from .datasets import open_dataset
-    from .train import TEST_SEED
+    from evf_sam_ros.synthetic.splits import TEST_SEED
     ap = argparse.ArgumentParser(prog='python -m evf_sam_ros.training.evaluate', description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--model', default=None, help='checkpoint directory (default: the embedded default model)')

@@ -191,7 +191,7 @@ def ship(runs: str | pathlib.Path | list, dest: pathlib.Path = DEFAULT_DIR, scen
     from evf_sam_ros.model import load_model
     from .datasets import SyntheticDataset
     from .evaluate import evaluate_predictor
-    from .train import TEST_SEED
+    from evf_sam_ros.synthetic.splits import TEST_SEED
     runs = [pathlib.Path(r) for r in (runs if isinstance(runs, (list, tuple)) else [runs])]
     dest.mkdir(parents=True, exist_ok=True)
     for name in FILES:

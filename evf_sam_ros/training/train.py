@@ -30,6 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from evf_sam_ros.model.loading import resolve_device
+from evf_sam_ros.synthetic.splits import VAL_SEED
+
 __all__ = ['TrainConfig', 'train', 'main', 'SMALL_MODEL', 'build_model_config']
 
 # The embedded default model: SAM-1 layout at 256 px (16x16 embedding, 64x64 low-res masks), a 4-block
@@ -53,9 +56,6 @@ DEFAULT_CURRICULUM: list[list[Any]] = [
            'ordinal': 1.5, 'relation': 2}],
 ]
 
-# Synthetic seed ranges: training draws below VAL_SEED; validation and tests use disjoint ranges.
-VAL_SEED = 1_000_000
-TEST_SEED = 2_000_000
 
 
 @dataclass
@@ -376,12 +376,6 @@ class _AttributeProbe(torch.nn.Module):
 
 # ---- helpers ------------------------------------------------------------------------------------
 
-def _pick_device(name: str) -> torch.device:
-    if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    return torch.device(name)
-
-
 def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     if device.type != 'cuda' or cfg.amp == 'off':
         return None
@@ -500,7 +494,7 @@ def train(cfg: TrainConfig, out: str | pathlib.Path, resume: bool = True) -> pat
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    device = _pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     amp_dtype = _amp_dtype(cfg, device)
 
     tok_dir = _tokenizer_dir(cfg, out)

@@ -1,4 +1,4 @@
-"""Exceptions raised by ``evf_sam_ros.model``.
+"""Exceptions of the whole package (model core, pipeline, node): one type per kind of bad input.
 
 Every message says what was wrong and what to do about it, because these errors surface in a ROS
 node's log where the user cannot inspect a traceback comfortably.
@@ -23,11 +23,13 @@ class ModelLoadError(EvfSamError, ValueError):
 
 
 class InvalidImageError(EvfSamError, ValueError):
-    """The image given to ``encode_image`` is not an HxWx3 uint8 RGB array."""
+    """An image that cannot be used: a malformed ROS message, an undecodable or oversized compressed
+    image, or an array that is not HxWx3 uint8 RGB of a size the model accepts."""
 
 
 class InvalidPromptError(EvfSamError, ValueError):
-    """A text prompt is empty, not a string, or longer than BEiT-3 accepts."""
+    """A text prompt (or prompt command) that is empty, not a string, too long for the loaded model's
+    text encoder, or one too many; the caller keeps its previous prompts."""
 
 
 class EvfSamOutOfMemoryError(EvfSamError, MemoryError):

@@ -1,0 +1,81 @@
+"""The node's output topics: created at configure, published by the worker, destroyed at cleanup.
+
+All names are relative (``<namespace>/mask``, ...). Everything of one frame is stamped with the
+input image's header.
+"""
+from __future__ import annotations
+
+import time
+
+from geometry_msgs.msg import PointStamped
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
+from sensor_msgs.msg import Image
+from visualization_msgs.msg import MarkerArray
+
+from evf_sam_ros.msg import PromptCommand, SegmentationArray
+from evf_sam_ros.pipeline import overlay_bgr
+from evf_sam_ros.ros import messages as M
+from evf_sam_ros.ros.image_codec import fill_image_msg
+
+__all__ = ['Outputs']
+
+RELIABLE = QoSProfile(depth=5, reliability=QoSReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
+                     durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class Outputs:
+    def __init__(self, node) -> None:
+        from vision_msgs.msg import Detection2DArray, LabelInfo
+
+        pub = node.create_lifecycle_publisher
+        self._node = node
+        self.mask = pub(Image, 'mask', RELIABLE)
+        self.segmentations = pub(SegmentationArray, 'segmentations', RELIABLE)
+        self.detections = pub(Detection2DArray, 'detections', RELIABLE)
+        self.centroid = pub(PointStamped, 'centroid', RELIABLE)
+        self.overlay = pub(Image, 'overlay', QoSProfile(depth=1))
+        self.markers = pub(MarkerArray, 'markers', RELIABLE)
+        self.label_info = pub(LabelInfo, 'label_info', LATCHED)
+        self.command = pub(PromptCommand, 'command', LATCHED)
+        self._all = [self.mask, self.segmentations, self.detections, self.centroid, self.overlay,
+                     self.markers, self.label_info, self.command]
+        self._markers_shown = False
+        self._last_overlay = 0.0
+
+    def destroy(self) -> None:
+        for p in self._all:
+            self._node.destroy_lifecycle_publisher(p)
+        self._all = []
+
+    def frame(self, header, rgb, result, command, p: dict) -> None:
+        """Publish one frame's result (``p``: the node's parameter values)."""
+        targets = result.targets
+        if p['publish_mask']:
+            self.mask.publish(M.label_mask_msg(header, result.label_map()))
+        self.segmentations.publish(M.segmentation_array_msg(header, targets, command))
+        self.detections.publish(M.detections_msg(header, targets))
+        located = [t for t in targets if t.detected and t.has_position]
+        if p['publish_centroid'] and located:
+            self.centroid.publish(M.centroid_msg(header, located[0]))
+        if p['publish_markers']:
+            if located:
+                self.markers.publish(M.markers_msg(header, located, float(p['marker_lifetime'])))
+                self._markers_shown = True
+            elif self._markers_shown:
+                self.clear_markers(header)
+        if p['publish_overlay'] and self.overlay.get_subscription_count() > 0:
+            now = time.monotonic()
+            if now - self._last_overlay >= 1.0 / p['overlay_max_rate_hz']:
+                self._last_overlay = now
+                self.overlay.publish(fill_image_msg(Image(header=header), overlay_bgr(rgb, targets),
+                                                    'bgr8'))
+
+    def clear_markers(self, header=None) -> None:
+        self.markers.publish(M.clear_markers_msg(header))
+        self._markers_shown = False
+
+    def prompt_set(self, command: PromptCommand, threshold: float) -> None:
+        """The command as understood, and the label map's meaning (both latched)."""
+        self.command.publish(command)
+        self.label_info.publish(M.label_info_msg(command.header, list(command.targets), threshold))
