@@ -106,6 +106,31 @@ def test_bin_with_python_objects_is_refused(tmp_path, small_ckpt):
         load_model(ckpt)
 
 
+class _RunsCode:
+    def __reduce__(self):
+        import os
+        return (os.system, ('echo pwned > /dev/null',))
+
+
+def test_malicious_pickle_in_a_zip_checkpoint_is_refused_for_safety(tmp_path, small_ckpt):
+    ckpt = _copy(small_ckpt, tmp_path / 'ckpt')
+    state = load_file(ckpt / 'model.safetensors')
+    (ckpt / 'model.safetensors').unlink()
+    torch.save({**state, 'payload': _RunsCode()}, ckpt / 'pytorch_model.bin')   # zip format
+    with pytest.raises(ModelLoadError, match='REFUSED for safety') as err:
+        load_model(ckpt)
+    assert 'corrupt' not in str(err.value)
+
+
+def test_non_finite_weights_are_refused(tmp_path, small_ckpt):
+    ckpt = _copy(small_ckpt, tmp_path / 'ckpt')
+    state = load_file(ckpt / 'model.safetensors')
+    save_file({k: (torch.full_like(v, float('nan')) if v.is_floating_point() else v) for k, v in state.items()},
+              str(ckpt / 'model.safetensors'))
+    with pytest.raises(ModelLoadError, match='NaN or inf'):
+        load_model(ckpt)
+
+
 def test_mixed_per_tensor_dtypes(tmp_path, small_ckpt):
     """Like evf-sam2 on disk: BEiT-3 + projection fp32, SAM fp16; cast per tensor on load."""
     ckpt = _copy(small_ckpt, tmp_path / 'mixed')
@@ -275,7 +300,7 @@ def test_error_tokenizer_missing(tmp_path, small_ckpt):
     with pytest.raises(ModelLoadError, match='tokenizer missing'):
         load_model(ckpt)
     (ckpt / 'sentencepiece.bpe.model').write_bytes(b'not a sentencepiece model')
-    with pytest.raises(ModelLoadError, match='tokenizer files could not be loaded'):
+    with pytest.raises(ModelLoadError, match='not a valid sentencepiece model'):
         load_model(ckpt)
 
 

@@ -121,7 +121,7 @@ def test_subprocess_full_graph_with_tiny_sam2(ros_context, ros_domain_id, tiny_c
         # a threshold above any score: every prompt is reported, none detected
         pc = AsyncParameterClient(t.node, '/evf_sam')
         assert pc.wait_for_services(timeout_sec=20)
-        fut = pc.set_parameters([Parameter('score_threshold', value=1.9)])
+        fut = pc.set_parameters([Parameter('score_threshold', value=1.0)])
         assert t.wait(fut.done, 20) and fut.result().results[0].successful
         n = len(t.out['segmentations'])
         t.prompt.publish(String(data='the cup; [semantic] table'))

@@ -19,7 +19,7 @@ def test_interfaces_have_the_public_fields():
         assert name in fields, name
     assert fields['bbox'] == 'sensor_msgs/RegionOfInterest'
     assert fields['position'] == 'geometry_msgs/Point'
-    assert set(SegmentationArray.get_fields_and_field_types()) == {'header', 'segmentations'}
+    assert set(SegmentationArray.get_fields_and_field_types()) == {'header', 'segmentations', 'command'}
     assert 'image' in Segment.Request.get_fields_and_field_types()
     assert 'label_mask' in Segment.Response.get_fields_and_field_types()
 

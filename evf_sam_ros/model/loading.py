@@ -234,13 +234,13 @@ def _read_bin(path: pathlib.Path, config: EvfSamConfig, dtype: torch.dtype,
                 raise
             state = torch.load(str(path), map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r'Unsupported global: GLOBAL (\S+)', str(exc))
-        what = f' ({found.group(1)})' if found else ''
-        if found or 'weights only' in str(exc).lower():
-            raise ModelLoadError(f'{path}: REFUSED for safety: the pickle holds Python objects or instructions other '
-                                 f'than tensors{what}, which torch.load(weights_only=True) does not execute. Use a '
-                                 'checkpoint from a trusted source, saved as a plain state dict or as '
-                                 'model.safetensors') from exc
+        # torch names the blocked import: "Unsupported global: GLOBAL x.y" / "unsupported GLOBAL x.y whose ..."
+        found = re.search(r'unsupported (?:global: )?GLOBAL (\S+)', str(exc), re.IGNORECASE)
+        if found:
+            what = f' ({found.group(1)})'
+            raise ModelLoadError(f'{path}: REFUSED for safety: it holds Python objects other than tensors{what} or '
+                                 'code to run, which torch.load(weights_only=True) does not execute. Use a checkpoint '
+                                 'from a trusted source, saved as a plain state dict or as model.safetensors') from exc
         raise _corrupt(path, exc) from exc
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
         if isinstance(exc, torch.OutOfMemoryError):
@@ -284,8 +284,8 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
         except ValueError as exc:
             raise ModelLoadError(f'invalid behaviour override: {exc}') from exc
     tokenizer = load_tokenizer(directory)
-    if not config.beit3.vocab_size // 2 <= len(tokenizer) <= config.beit3.vocab_size:
-        raise ModelLoadError(f'{directory}: the tokenizer has {len(tokenizer)} tokens but the BEiT-3 embedding table '
+    if len(tokenizer) > config.beit3.vocab_size:
+        raise ModelLoadError(f'{directory}: the tokenizer has {len(tokenizer)} tokens but the BEiT-3 embedding only '
                              f'{config.beit3.vocab_size} rows; the tokenizer files belong to another model (restore '
                              "the checkpoint's own sentencepiece.bpe.model)")
     if config.behaviour.multitask and SEMANTIC_TOKEN not in tokenizer.get_vocab():

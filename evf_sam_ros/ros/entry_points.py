@@ -11,7 +11,13 @@ def run_node(make_node, args=None, executor_factory=None) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except Exception as exc:  # noqa: BLE001 - rclpy raises RCLError for unparsable --ros-args
+        print(f'error: the command-line arguments were not accepted: {exc}\n'
+              "Quote parameter values that YAML would misread, e.g. -p \"model_path:='fake:'\" or "
+              "-p \"model_path:=''\"", file=sys.stderr)
+        return 2
     executor = (executor_factory or SingleThreadedExecutor)()
     node = None
     try:

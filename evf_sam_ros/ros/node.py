@@ -155,7 +155,8 @@ class SegmentNode(LifecycleNode):
         self.pipeline = SegmentationPipeline(predictor, PipelineSettings(**{k: p[k] for k in _PIPELINE_FIELDS}))
         self.log.info(f"model {getattr(predictor, 'name', '?')} loaded on {getattr(predictor, 'device', '?')} "
                       f"({getattr(predictor, 'dtype', '?')})")
-        if p['device'] == 'auto' and str(getattr(predictor, 'device', '')) == 'cpu':
+        real_model = self._factory is None and not p['model_path'].startswith('fake')
+        if real_model and p['device'] == 'auto' and str(getattr(predictor, 'device', '')) == 'cpu':
             self.log.warn('device=auto: CUDA is not available, running on the CPU (slow: seconds per frame '
                           'for full-size models)', 'device', 0.0)
         if getattr(predictor, 'is_default_model', False):
