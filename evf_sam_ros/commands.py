@@ -199,7 +199,7 @@ def _strip_trailing(toks: list[str]) -> tuple[list[str], bool]:
     changed = True
     while toks and changed:
         changed = False
-        if toks[-1] in (',', '.', 'and'):
+        if toks[-1] in (',', '.', 'and', 'the', 'a', 'an'):   # also what a cut-off transcript leaves
             toks, changed = toks[:-1], True
             continue
         for table, is_add in ((W.TRAILING_CLOSERS, False), (W.ADD_TRAILING, True)):
@@ -337,11 +337,11 @@ def _interpret_clause(toks: list[str], split: bool) -> list[tuple]:
         return [_result('ignore', reason='no words besides fillers and politeness')]
     if _is_whole(words, W.CLEAR_PHRASES):
         return [_result('clear', reason=f'clear command {" ".join(words)!r}')]
+    n = _match(toks, 0, W.CLEAR_PHRASES)
     n_verb = _match(toks, 0, W.CLEAR_VERBS)
-    if n_verb and toks[n_verb] != ',' and not _starts_command(toks[n_verb:]):
+    if n_verb and not (n and (toks[n] == ',' or _starts_command(toks[n:]))):
         return [_result('clear', reason=f'{" ".join(words)!r}: dropping one target is not supported, '
                                         'clearing all')]
-    n = _match(toks, 0, W.CLEAR_PHRASES)
     if n:
         rest = toks[n:]
         return [_result('clear', reason=f'clear command {" ".join(toks[:n])!r}')] + \
