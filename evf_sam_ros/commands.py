@@ -46,6 +46,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from . import command_text as T
 from . import command_words as W
 
 __all__ = ['Command', 'interpret', 'ACTIONS', 'INTENTS']
@@ -127,145 +128,10 @@ def _describe(action: str, targets, intent: str) -> str:
         (f' (intent {intent})' if intent else '')
 
 
-# ---- tokens -------------------------------------------------------------------------------------------------
-
-_TOKEN = re.compile(r"[a-z0-9]+(?:['][a-z]+)*(?:-[a-z0-9]+)*|[,.!?]|&")
-
-
-def _tokens(text: str) -> list[str]:
-    text = text.lower().replace('\u2019', "'").replace('`', "'")
-    toks = ['.' if t in '.!?' else ('and' if t == '&' else t) for t in _TOKEN.findall(text)]
-    return toks
-
-
-def _match(toks: list[str], at: int, table) -> int:
-    """Length of the longest phrase of ``table`` matching toks[at:], 0 if none."""
-    for ph in table:
-        if tuple(toks[at:at + len(ph)]) == ph:
-            return len(ph)
-    return 0
-
-
-def _is_whole(toks: list[str], table) -> bool:
-    return bool(toks) and _match(toks, 0, table) == len(toks)
-
-
-def _drop_fillers(toks: list[str]) -> list[str]:
-    out, i = [], 0
-    while i < len(toks):
-        n = _match(toks, i, W.FILLER_PHRASES)
-        if n:
-            i += n
-        elif toks[i] in W.FILLERS:
-            i += 1
-        else:
-            out.append(toks[i])
-            i += 1
-    return out
-
-
-def _collapse_repeats(toks: list[str]) -> list[str]:
-    """'the the red cube' -> 'the red cube'; 'pick up pick up' -> 'pick up' (n-grams up to 3)."""
-    out: list[str] = []
-    for t in toks:
-        out.append(t)
-        for n in (1, 2, 3):
-            if len(out) >= 2 * n and out[-n:] == out[-2 * n:-n] and out[-1] not in (',', '.'):
-                del out[-n:]
-                break
-    return out
-
-
-def _fix_homophones(toks: list[str]) -> list[str]:
-    out = list(toks)
-    for i, t in enumerate(toks):
-        if t not in W.HOMOPHONES:
-            continue
-        word, context = W.HOMOPHONES[t]
-        nxt = toks[i + 1:i + 3]
-        if context == 'before_noun':
-            ok = bool(nxt) and (nxt[0] in W.OBJECT_NOUNS or (nxt[0] in W.ADJECTIVES and nxt[1:2] and
-                                                               nxt[1] in W.OBJECT_NOUNS))
-        else:
-            ok = i > 0 and (out[i - 1] in W.DETERMINERS or out[i - 1] in W.ADJECTIVES)
-        if ok:
-            out[i] = word
-    return out
-
-
-def _strip_trailing(toks: list[str]) -> tuple[list[str], bool]:
-    """Remove trailing closers/punctuation; True if an add marker ("too", "as well") was among them."""
-    added = False
-    changed = True
-    while toks and changed:
-        changed = False
-        if toks[-1] in (',', '.', 'and', 'the', 'a', 'an'):   # also what a cut-off transcript leaves
-            toks, changed = toks[:-1], True
-            continue
-        for table, is_add in ((W.TRAILING_CLOSERS, False), (W.ADD_TRAILING, True)):
-            for ph in table:
-                if len(toks) > len(ph) and tuple(toks[-len(ph):]) == ph:
-                    toks, changed, added = toks[:-len(ph)], True, added or is_add
-                    break
-            if changed:
-                break
-    return toks, added
-
-
-class _Lead:
-    """What was stripped off the front of a clause."""
-
-    def __init__(self):
-        self.intent = ''
-        self.verb = ''
-        self.add = False
-        self.negated = False
-
-
-def _strip_leading(toks: list[str], lead: _Lead) -> list[str]:
-    """Remove politeness, add markers, negations and the command verb from the front (repeatedly)."""
-    while toks:
-        if toks[0] in (',', '.'):
-            toks = toks[1:]
-            continue
-        n = _match(toks, 0, W.LEADING_POLITENESS)
-        if n and n < len(toks):
-            toks = toks[n:]
-            continue
-        n = _match(toks, 0, W.ADD_LEADING)
-        if n and n < len(toks):
-            lead.add, toks = True, toks[n:]
-            continue
-        n = _match(toks, 0, W.NEGATIONS)
-        if n and n < len(toks) and toks[n] not in (',', '.'):
-            lead.negated, toks = True, toks[n:]
-            continue
-        for intent, table in W.VERBS.items():
-            n = _match(toks, 0, table)
-            if n and (n < len(toks) or not lead.intent):
-                if not lead.intent:
-                    lead.intent, lead.verb = intent, ' '.join(toks[:n])
-                toks = toks[n:]
-                break
-        else:
-            return toks
-    return toks
-
-
-def _strip_politeness(toks: list[str]) -> list[str]:
-    while toks:
-        n = _match(toks, 0, W.LEADING_POLITENESS)
-        if toks[0] in (',', '.') or (n and n < len(toks)):
-            toks = toks[max(n, 1):]
-        else:
-            break
-    return toks
-
-
 def _after_correction(toks: list[str]) -> list[str] | None:
     """Tokens after the last self-correction marker that follows some content, else None."""
     for i in range(len(toks) - 1, 0, -1):
-        n = _match(toks, i, W.CORRECTIONS)
+        n = T.match(toks, i, W.CORRECTIONS)
         if n and i + n < len(toks) and any(t not in (',', '.') for t in toks[:i]):
             return toks[i + n:]
         if (toks[i] == 'no' and i + 1 < len(toks) and toks[i + 1] in W.DETERMINERS | {','}
@@ -291,7 +157,7 @@ def _can_split(left: list[str], right: list[str]) -> bool:
         return False
     if not core or any(t in W.RELATIONS for t in core[1:]):
         return False
-    r = _strip_leading(list(right), _Lead())
+    r = T.strip_leading(list(right), T.Lead())
     if len(r) < 2:
         return False
     noun = r[1] if r[0] in W.DETERMINERS else r[0]
@@ -305,7 +171,7 @@ def _can_split(left: list[str], right: list[str]) -> bool:
 def _split_targets(toks: list[str]) -> list[list[str]]:
     pieces, start, i = [], 0, 0
     while i < len(toks):
-        n = _match(toks, i, W.SEPARATORS) if i > start else 0
+        n = T.match(toks, i, W.SEPARATORS) if i > start else 0
         if n and _can_split(toks[start:i], toks[i + n:]):
             pieces.append(toks[start:i])
             start = i = i + n
@@ -315,13 +181,13 @@ def _split_targets(toks: list[str]) -> list[list[str]]:
     return pieces
 
 
-def _clean_target(toks: list[str], lead: _Lead) -> str:
-    piece_lead = _Lead()
-    toks = _strip_leading(toks, piece_lead)
-    toks, _ = _strip_trailing(toks)
+def _clean_target(toks: list[str], lead: T.Lead) -> str:
+    piece_lead = T.Lead()
+    toks = T.strip_leading(toks, piece_lead)
+    toks, _ = T.strip_trailing(toks)
     if not lead.intent:
         lead.intent = piece_lead.intent
-    if not toks or _is_whole(toks, W.PRONOUNS) or _is_whole(toks, W.CLEAR_PHRASES):
+    if not toks or T.is_whole(toks, W.PRONOUNS) or T.is_whole(toks, W.CLEAR_PHRASES):
         return ''
     return ' '.join(t for t in toks if t not in (',', '.'))
 
@@ -330,15 +196,15 @@ def _clean_target(toks: list[str], lead: _Lead) -> str:
 
 def _interpret_clause(toks: list[str], split: bool) -> list[tuple]:
     """One clause -> one result, or two when a clear phrase leads ("never mind, find the ball")."""
-    toks = _strip_politeness(toks)
-    toks, add_tail = _strip_trailing(toks)
+    toks = T.strip_politeness(toks)
+    toks, add_tail = T.strip_trailing(toks)
     words = [t for t in toks if t not in (',', '.')]
     if not words:
         return [_result('ignore', reason='no words besides fillers and politeness')]
-    if _is_whole(words, W.CLEAR_PHRASES):
+    if T.is_whole(words, W.CLEAR_PHRASES):
         return [_result('clear', reason=f'clear command {" ".join(words)!r}')]
-    n = _match(toks, 0, W.CLEAR_PHRASES)
-    n_verb = _match(toks, 0, W.CLEAR_VERBS)
+    n = T.match(toks, 0, W.CLEAR_PHRASES)
+    n_verb = T.match(toks, 0, W.CLEAR_VERBS)
     if n_verb and not (n and (toks[n] == ',' or _starts_command(toks[n:]))):
         return [_result('clear', reason=f'{" ".join(words)!r}: dropping one target is not supported, '
                                         'clearing all')]
@@ -346,30 +212,30 @@ def _interpret_clause(toks: list[str], split: bool) -> list[tuple]:
         rest = toks[n:]
         return [_result('clear', reason=f'clear command {" ".join(toks[:n])!r}')] + \
             _interpret_clause(rest, split)
-    n = _match(toks, 0, W.CORRECTIONS)
+    n = T.match(toks, 0, W.CORRECTIONS)
     if n and n < len(toks):
         toks = toks[n:]
-    lead = _Lead()
-    toks = _strip_leading(toks, lead)
+    lead = T.Lead()
+    toks = T.strip_leading(toks, lead)
     corrected = _after_correction(toks)
     if corrected is not None:
-        lead2 = _Lead()
-        toks = _strip_leading(corrected, lead2)
+        lead2 = T.Lead()
+        toks = T.strip_leading(corrected, lead2)
         lead.intent, lead.negated = lead2.intent or lead.intent, lead2.negated
-    toks, add_tail2 = _strip_trailing(toks)
+    toks, add_tail2 = T.strip_trailing(toks)
     words = [t for t in toks if t not in (',', '.')]
     if lead.negated:
         return [_result('clear', reason='negated command: clearing targets rather than acting')]
     if not words:
         why = f'{lead.verb!r} without an object' if lead.verb else 'no object named'
         return [_result('ignore', intent=lead.intent, reason=why)]
-    if _is_whole(words, W.CLEAR_PHRASES):
+    if T.is_whole(words, W.CLEAR_PHRASES):
         return [_result('clear', reason=f'clear command {" ".join(words)!r}')]
     if words[0] in W.QUESTION_WORDS:
         return [_result('ignore', reason='a question, not a command')]
-    if _is_whole(words, W.CHITCHAT):
+    if T.is_whole(words, W.CHITCHAT):
         return [_result('ignore', reason=f'no command in {" ".join(words)!r}')]
-    if _is_whole(words, W.PRONOUNS):
+    if T.is_whole(words, W.PRONOUNS):
         return [_result('ignore', intent=lead.intent, reason=f'{" ".join(words)!r} names no object')]
     pieces = _split_targets(toks) if split else [toks]
     targets = [t for t in (_clean_target(p, lead) for p in pieces) if t]
@@ -380,8 +246,8 @@ def _interpret_clause(toks: list[str], split: bool) -> list[tuple]:
 
 
 def _starts_command(toks: list[str]) -> bool:
-    lead = _Lead()
-    rest = _strip_leading(list(toks), lead)
+    lead = T.Lead()
+    rest = T.strip_leading(list(toks), lead)
     return bool(lead.intent or lead.add) or len(rest) < len(toks) - 1
 
 
@@ -410,7 +276,7 @@ def _interpret_utterance(text: str, split: bool) -> tuple:
     text = text.strip()
     if text.lower().startswith(SEMANTIC_PREFIX):
         return _result('set', (text,), '', 'semantic prompt passed through untouched')
-    toks = _collapse_repeats(_fix_homophones(_drop_fillers(_tokens(text))))
+    toks = T.collapse_repeats(T.fix_homophones(T.drop_fillers(T.tokens(text))))
     if not any(t not in (',', '.') for t in toks):
         return _result('ignore', reason='fillers or punctuation only' if text else 'empty')
     sentences, cur = [], []
@@ -423,8 +289,8 @@ def _interpret_utterance(text: str, split: bool) -> tuple:
             cur.append(t)
     results = []
     for k, sentence in enumerate(sentences):
-        words = _strip_politeness(sentence)
-        if k > 0 and _is_whole(words, W.TRAILING_CLOSERS):
+        words = T.strip_politeness(sentence)
+        if k > 0 and T.is_whole(words, W.TRAILING_CLOSERS):
             continue   # "Pick up the red cube. That's all." - a closer, not a clear
         results += _interpret_clause(sentence, split)
     return _fold(results)

@@ -7,6 +7,8 @@ grammar of the synthetic scenes' words (:func:`scene_grammar`) plus the command 
 
     speak('pick up the red cube', 'cmd.wav')            # 16 kHz mono 16-bit WAV
     transcribe('cmd.wav', grammar=scene_grammar())      # -> 'pick up the red cube'
+
+Demo: ``python -m evf_sam_ros.speech "pick up the red cube" "stop"`` prints what is heard and understood.
 """
 from __future__ import annotations
 
@@ -172,3 +174,24 @@ def _write_wav(path: str, samples: np.ndarray, rate: int) -> None:
         f.setsampwidth(2)
         f.setframerate(rate)
         f.writeframes(pcm.tobytes())
+
+
+def main(argv=None) -> None:
+    """Speak each command, transcribe it (grammar and free) and print the interpretation."""
+    import argparse
+    from .commands import interpret
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument('commands', nargs='+')
+    args = parser.parse_args(argv)
+    grammar = scene_grammar()
+    with tempfile.TemporaryDirectory() as tmp:
+        for text in args.commands:
+            wav = speak(text, os.path.join(tmp, 'command.wav'))
+            heard, free = transcribe(wav, grammar), transcribe(wav)
+            command = interpret(heard)
+            print(f'said {text!r}\n  heard {heard!r} (free decoding: {free!r})\n  -> {command.action} '
+                  f'{list(command.targets)} intent={command.intent!r}: {command.reason}')
+
+
+if __name__ == '__main__':
+    main()
