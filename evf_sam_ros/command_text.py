@@ -117,15 +117,12 @@ def strip_leading(toks: list[str], lead: Lead) -> list[str]:
         if n and n < len(toks) and toks[n] not in (',', '.'):
             lead.negated, toks = True, toks[n:]
             continue
-        for intent, table in W.VERBS.items():
-            n = match(toks, 0, table)
-            if n and (n < len(toks) or not lead.intent):
-                if not lead.intent:
-                    lead.intent, lead.verb = intent, ' '.join(toks[:n])
-                toks = toks[n:]
-                break
-        else:
+        n, intent = max((match(toks, 0, table), intent) for intent, table in W.VERBS.items())  # longest verb
+        if not n or (n == len(toks) and lead.intent):
             return toks
+        if not lead.intent:
+            lead.intent, lead.verb = intent, ' '.join(toks[:n])
+        toks = toks[n:]
     return toks
 
 

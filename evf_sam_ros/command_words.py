@@ -21,7 +21,7 @@ VERBS: dict[str, tuple[tuple[str, ...], ...]] = {
                     'focus on', 'identify', 'mark', 'do you see', 'can you see', 'is there', 'look', 'see',
                     'find me'),
     'go_to': phrases('go to', 'move to', 'drive to', 'navigate to', 'head to', 'go over to', 'walk to', 'approach',
-                     'come to', 'go towards', 'move towards', 'drive towards', 'go near', 'move over to'),
+                     'come to', 'take me to', 'lead me to', 'bring me to', 'go towards', 'move towards', 'drive towards', 'go near', 'move over to'),
     'point': phrases('point at', 'point to', 'point towards', 'point out'),
     'bring': phrases('bring me', 'bring', 'fetch', 'fetch me', 'give me', 'hand me', 'pass me', 'get me',
                      'bring over'),
