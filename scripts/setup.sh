@@ -98,4 +98,6 @@ fi
 # ---- 5. check: the messages and the ROS-free core import -------------------------------
 ( . "$ROOT/env.sh"; cd /tmp && python -c "import rclpy, torch, transformers; from evf_sam_ros.msg import SegmentationArray" ) \
   || die "the environment does not import; re-run with EVF_SAM_FORCE=1"
+command -v espeak-ng >/dev/null \
+  || say "hint: espeak-ng is missing; the voice tests (test/test_speech.py) need it. Debian/Ubuntu: apt-get install espeak-ng"
 say "ready ($(du -sh "$VENV" | cut -f1) venv). Use: . ./env.sh"
