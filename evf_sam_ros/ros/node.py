@@ -25,20 +25,17 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from std_msgs.msg import String
 from std_srvs.srv import SetBool
 
-from evf_sam_ros.errors import InvalidPromptError
 from evf_sam_ros.geometry import GeometryError
 from evf_sam_ros.pipeline import PipelineSettings, SegmentationPipeline
-from evf_sam_ros.prompts import parse_prompt_command
-from evf_sam_ros.msg import PromptCommand
 from evf_sam_ros.ros import params as P
 from evf_sam_ros.ros.diagnostics import NodeStats, diagnostic_array, seconds_since
 from evf_sam_ros.ros.log import NodeLog
 from evf_sam_ros.ros.messages import intrinsics_from_camera_info
 from evf_sam_ros.ros.model_factory import make_predictor, release_predictor
 from evf_sam_ros.ros.outputs import Outputs
+from evf_sam_ros.ros.prompt_input import PromptInput
 from evf_sam_ros.ros.worker import InferenceWorker, stamp_ns
 from evf_sam_ros.scheduling import DepthBuffer, FrameScheduler
 from evf_sam_ros.srv import Segment
@@ -97,6 +94,8 @@ class SegmentNode(LifecycleNode):
         self._load_error = ''
         self._subs = []
         self._last_image = None
+        self.last_frame_id = ''
+        self.prompt_input: PromptInput | None = None
         self._input_group = MutuallyExclusiveCallbackGroup()
         control = MutuallyExclusiveCallbackGroup()
         self.create_service(Segment, 'segment', self._srv_segment,
@@ -144,6 +143,12 @@ class SegmentNode(LifecycleNode):
     def on_configure(self, state) -> TransitionCallbackReturn:
         p = self._p
         try:
+            self.prompt_input = PromptInput(self)   # before the (slow) model: a bad type fails at once
+        except ValueError as exc:
+            self._load_error = str(exc)
+            self.log.error(f'{exc}. The node stays unconfigured', 'load', 0.0)
+            return TransitionCallbackReturn.FAILURE
+        try:
             predictor = make_predictor(self._factory, p)
         except Exception as exc:  # noqa: BLE001 - any load failure leaves us unconfigured
             self._load_error = f'{type(exc).__name__}: {exc}'
@@ -164,7 +169,7 @@ class SegmentNode(LifecycleNode):
                           'shapes on a table). It does not segment real scenes: set model_path to a real '
                           'checkpoint, e.g. YxZhang/evf-sam2 (cached) or a local directory', 'default', 0.0)
         if p['initial_prompts']:
-            self._on_prompt(String(data=p['initial_prompts']))
+            self.prompt_input.apply(p['initial_prompts'], raw=True)
         self.outputs = Outputs(self)
         self._create_subscriptions()
         return TransitionCallbackReturn.SUCCESS
@@ -176,7 +181,7 @@ class SegmentNode(LifecycleNode):
             self.worker.start()
             prompts = self.scheduler.prompts
             self.log.info(f"active: mode={self._p['mode']}, {len(prompts)} active prompt(s); publish a "
-                          f"std_msgs/String on '{self.resolve_topic_name('prompt')}' to set targets")
+                          f"{self._p['transcript_type']} ({self._p['prompt_mode']}) on '{self.resolve_topic_name('prompt')}' to set targets")
         return ret
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
@@ -239,12 +244,13 @@ class SegmentNode(LifecycleNode):
             self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info, _qos(p['image_qos']),
                                      callback_group=g),
             self.create_subscription(Image, 'depth', self._on_depth, _qos(p['image_qos'], 2), callback_group=g),
-            self.create_subscription(String, 'prompt', self._on_prompt, QoSProfile(depth=10), callback_group=g),
+            self.prompt_input.subscribe(g),
         ]
 
     def _on_image(self, msg) -> None:
         now = time.monotonic()
         self._last_image = now
+        self.last_frame_id = msg.header.frame_id
         self.stats.in_rate.tick(now)
         self.stats.image_loss.add(stamp_ns(msg.header))
         self.scheduler.put(msg, now)
@@ -260,49 +266,6 @@ class SegmentNode(LifecycleNode):
             self.intrinsics = (None, f'camera_info rejected: {exc}')
             self.log.warn(f'camera_info rejected: {exc}; no 3D positions until a valid one arrives',
                           'camera_info', 10.0)
-
-    def _on_prompt(self, msg: String) -> None:
-        """A prompt command: validated (syntax, then the model's own tokenizer) before it replaces
-        the active prompts; a rejected one leaves them unchanged."""
-        p = self._p
-        cmd = PromptCommand(raw=msg.data)
-        cmd.header.stamp = self.get_clock().now().to_msg()
-        try:
-            prompts = parse_prompt_command(msg.data, delimiter=p['prompt_delimiter'],
-                                           max_prompts=p['max_prompts'], max_chars=p['max_prompt_chars'])
-            if self.pipeline is not None:
-                self.pipeline.check_prompts(prompts)
-        except InvalidPromptError as exc:
-            self.stats.count('prompts_rejected')
-            kept = self.scheduler.prompts
-            cmd.action, cmd.targets = 'rejected', kept
-            cmd.reason = f'rejected, keeping the previous {len(kept)} prompt(s): {exc}'
-            self.log.warn(f'prompt {msg.data[:80]!r} {cmd.reason}', 'prompt', 1.0)
-            self._publish_command(cmd, accepted=False)
-            return
-        cmd.action = 'set' if prompts else 'clear'
-        cmd.targets = prompts
-        cmd.reason = f'{len(prompts)} target(s)' if prompts else 'targets cleared'
-        superseded = self.scheduler.counts.superseded
-        changed = self.scheduler.set_prompts(prompts, cmd)
-        self.stats.count('commands_superseded', self.scheduler.counts.superseded - superseded)
-        self._publish_command(cmd, accepted=True)
-        if not changed:
-            self.log.debug(f'prompt command repeated: {prompts}')
-        elif prompts:
-            self.log.info(f'active prompts: {prompts}')
-        else:
-            self.log.info('prompts cleared')
-            if self.outputs is not None and self._is_active():
-                self.outputs.clear_markers()
-
-    def _publish_command(self, cmd: PromptCommand, accepted: bool) -> None:
-        if self.outputs is None or not self._is_active():
-            return
-        if accepted:
-            self.outputs.prompt_set(cmd, self._p['score_threshold'])
-        else:
-            self.outputs.command.publish(cmd)
 
     # ---------------------------------------------------------------- services
     def _is_active(self) -> bool:

@@ -75,6 +75,13 @@ class Outputs:
         self.markers.publish(M.clear_markers_msg(header))
         self._markers_shown = False
 
+    def cleared(self, command: PromptCommand, frame_id: str) -> None:
+        """A clear command's answer: an empty result (no target, no detection), markers removed."""
+        header = command.header.__class__(stamp=command.header.stamp, frame_id=frame_id)
+        self.segmentations.publish(SegmentationArray(header=header, command=command))
+        self.detections.publish(M.detections_msg(header, []))
+        self.clear_markers(header)
+
     def prompt_set(self, command: PromptCommand, threshold: float) -> None:
         """The command as understood, and the label map's meaning (both latched)."""
         self.command.publish(command)

@@ -16,6 +16,7 @@ CHOICES = {
     'device': None,  # free form: auto | cpu | cuda | cuda:N
     'dtype': ('auto', 'fp32', 'fp16', 'bf16', 'float32', 'float16', 'bfloat16'),
     'mode': ('continuous', 'once'),
+    'prompt_mode': ('spoken', 'raw'),
     'image_qos': ('sensor_data', 'reliable', 'best_effort', 'system_default'),
     'image_transport': ('raw', 'compressed'),
 }
@@ -76,6 +77,15 @@ PARAMS = [
     P('depth_sync_tolerance', 0.05, 'max |stamp(depth) - stamp(image)| [s] for depth to be used; '
       '0 = use the latest depth regardless of stamp', range=(0.0, 10.0)),
     # --- prompts ---
+    P('prompt_mode', 'spoken', 'spoken: the prompt topic carries speech-to-text transcripts, interpreted '
+      '("pick up the red cube and the blue ball" -> 2 targets, "stop" clears, fillers and politeness '
+      'dropped); raw: the text is the referring expressions themselves (";"-separated, "" clears)'),
+    P('transcript_type', 'std_msgs/msg/String', 'message type of the prompt topic (any type with a string '
+      'field, e.g. whisper_msgs/msg/Transcription)', read_only=True),
+    P('transcript_field', 'data', 'string field of transcript_type holding the text (e.g. text for '
+      'whisper_msgs/Transcription, final for hri_msgs/LiveSpeech)', read_only=True),
+    P('min_confidence', 0.0, 'spoken mode: transcripts with a confidence field below this are ignored',
+      range=(0.0, 1.0)),
     P('initial_prompts', '', 'active prompt set at start (same syntax as the prompt topic)',
       read_only=True),
     P('prompt_delimiter', ';', 'separator of several targets in one prompt string'),
