@@ -7,8 +7,9 @@ Only the three networks differ from the torch backend: pre-processing, tokenisat
 mask-selection rule and post-processing are the package's torch code (on the CPU). ``backend_options``:
 
 * onnxruntime: ``threads`` (intra-op, 0 = runtime default), ``optimization`` (``disable``, ``basic``,
-  ``extended``, ``all``; default ``all``), ``providers`` (list, overrides the device's choice), ``tensorrt``
-  (True: TensorRT EP before CUDA EP), ``trt_cache_dir`` (engine cache of the TensorRT EP).
+  ``extended``, ``all``; default ``all``), ``spinning`` (thread spin-waiting, default off), ``providers``
+  (list, overrides the device's choice), ``tensorrt`` (True: TensorRT EP before CUDA EP), ``trt_cache_dir``
+  (engine cache of the TensorRT EP).
 * openvino: ``threads``, ``hint`` (``LATENCY`` default, ``THROUGHPUT``), ``ov_device`` (``CPU``, ``GPU``,
   ``AUTO``), ``precision`` (``f32`` default for parity; ``bf16``/``f16`` where the device has it),
   ``cache_dir`` (compiled-model cache).
@@ -80,6 +81,10 @@ class _OrtGraph:
         so.graph_optimization_level = levels[level]
         so.intra_op_num_threads = int(options.get('threads', 0))
         so.inter_op_num_threads = 1
+        # no spin-waiting between calls by default: it keeps cores busy that pre/post-processing (and the rest
+        # of a robot's processes) need; backend_options={"spinning": True} turns it back on
+        spin = '1' if options.get('spinning', False) else '0'
+        so.add_session_config_entry('session.intra_op.allow_spinning', spin)
         so.log_severity_level = 3
         providers = options.get('providers') or _ort_providers(device, options, ort.get_available_providers())
         try:
