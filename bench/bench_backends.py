@@ -8,9 +8,10 @@ Each (model, variant) runs in its own process, one after the other, so peak RSS 
 (loading included). Full-size models (``evf_sam2_hieral``, ``evf_sam_vith``, ...) use the fixture's
 deterministic random weights (../shared/fixtures/evf_fullsize); checkpoints and exports are cached in
 --work-dir. Variants: ``torch``, ``ort:<optimization>``, ``ort-spin:<optimization>`` (thread spin-waiting
-on), ``ort-int8:<optimization>`` (dynamic int8 weights), ``ov:<hint>``. Stages: preprocess, SAM image
-encoder, BEiT-3 (+ tokenizer), decoder + selection, post-process; ``frame`` = their sum for one frame;
-exported variants also report their worst mask IoU against torch (the int8 variant's accuracy cost).
+on), ``ort-int8:<optimization>`` (dynamic int8 weights), ``ov:<hint>``; on a GPU machine ``ort-cuda``
+and ``ort-trt`` (onnxruntime-gpu's CUDA / TensorRT execution providers; CPU pre/post-processing).
+Stages: preprocess, SAM image encoder, BEiT-3 (+ tokenizer), decoder + selection, post-process; ``frame`` =
+their sum for one frame; exported variants also report their worst mask IoU against torch (the int8 variant's accuracy cost).
 """
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ STAGES = ('preprocess', 'sam_image_encoder', 'beit3', 'decoder', 'postprocess')
 
 
 # ---- checkpoints and exports (parent process) ---------------------------------------------------------------
+def shared_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get('EVF_SAM_SHARED_DIR') or ROOT.parent / 'shared')
+
+
 def checkpoint_dir(model: str, work: pathlib.Path) -> pathlib.Path:
     from evf_sam_ros.model.loading import DEFAULT_MODEL_DIR
     from evf_sam_ros.model.testing import make_fullsize_checkpoint
@@ -42,7 +47,7 @@ def checkpoint_dir(model: str, work: pathlib.Path) -> pathlib.Path:
     out = work / model
     if not (out / 'model.safetensors').is_file():
         print(f'# writing full-size random weights for {model} to {out}', file=sys.stderr, flush=True)
-        make_fullsize_checkpoint(ROOT.parent / 'shared' / 'fixtures' / 'evf_fullsize', model, out)
+        make_fullsize_checkpoint(shared_dir() / 'fixtures' / 'evf_fullsize', model, out)
     return out
 
 
@@ -75,6 +80,9 @@ def load(variant: str, path: str, threads: int):
         torch.set_num_threads(threads)
         return load_model(None if path == 'default' else path, device='cpu', dtype='fp32')
     torch.set_num_threads(1)  # pre/post-processing only
+    if kind in ('ort-cuda', 'ort-trt'):
+        return load_model(path, backend='onnxruntime', device='cuda', backend_options={
+            'tensorrt': kind == 'ort-trt', 'trt_cache_dir': str(pathlib.Path(path) / 'trt_cache')})
     if kind in ('ort', 'ort-int8', 'ort-spin'):
         return load_model(path, backend='onnxruntime', backend_options={
             'threads': threads, 'optimization': option or 'all', 'spinning': kind == 'ort-spin'})
@@ -110,7 +118,7 @@ def test_frame(height: int, width: int) -> np.ndarray:
     """The full-size fixture's landscape image stretched to the frame size (random pixels if it is missing)."""
     from PIL import Image
 
-    path = ROOT.parent / 'shared' / 'fixtures' / 'evf_fullsize' / 'landscape.png'
+    path = shared_dir() / 'fixtures' / 'evf_fullsize' / 'landscape.png'
     if not path.is_file():
         return np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
     return np.asarray(Image.open(path).convert('RGB').resize((width, height), Image.BILINEAR))
