@@ -85,12 +85,22 @@ def run_stages(predictor: EvfSamPredictor, rgb: np.ndarray, prompts: list[str], 
     assert masks.shape == (len(prompts), *rgb.shape[:2])
 
 
-def bench_model(name, device, dtype, rgb, prompt_counts, repeats, warmup, tok_dir) -> list[dict]:
+def compile_networks(model: EvfSamModel, mode: str) -> None:
+    """torch.compile the SAM image encoder, BEiT-3 and the decoder's two-way transformer in place."""
+    mode = None if mode == 'default' else mode
+    model.sam.vision_encoder = torch.compile(model.sam.vision_encoder, mode=mode)
+    model.beit3 = torch.compile(model.beit3, mode=mode, dynamic=True)
+    model.sam.mask_decoder.transformer = torch.compile(model.sam.mask_decoder.transformer, mode=mode, dynamic=True)
+
+
+def bench_model(name, device, dtype, rgb, prompt_counts, repeats, warmup, tok_dir, compile_mode=None) -> list[dict]:
     if device.type == 'cuda':
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     predictor = build_predictor(name, device, dtype, tok_dir)
+    if compile_mode:
+        compile_networks(predictor.model, compile_mode)
     build_s = time.perf_counter() - t0
     n_params = sum(p.numel() for p in predictor.model.parameters())
     rows = []
@@ -130,6 +140,9 @@ def main(argv=None) -> int:
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: torch default)')
+    parser.add_argument('--compile', default=None, choices=['default', 'reduce-overhead', 'max-autotune'],
+                        help='torch.compile the networks with this mode (warm-up includes compilation; '
+                             'reduce-overhead uses CUDA graphs)')
     args = parser.parse_args(argv)
 
     device = resolve_device(args.device)
@@ -142,7 +155,8 @@ def main(argv=None) -> int:
     rgb = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
     counts = [int(c) for c in args.prompts.split(',')]
     where = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU, {torch.get_num_threads()} threads'
-    print(f'# {where}; torch {torch.__version__}; {dtype}; frame {args.width}x{args.height}; '
+    print(f'# {where}; torch {torch.__version__}; {dtype}; compile {args.compile or "off"}; '
+          f'frame {args.width}x{args.height}; '
           f'median of {args.repeats} after {args.warmup} warm-up')
     header = ('model', 'params M', 'prompts', 'preproc', 'SAM enc', 'BEiT-3', 'decoder', 'postproc',
               'segment', 'frame', 'prompts/s', 'peak GiB')
@@ -153,7 +167,8 @@ def main(argv=None) -> int:
         for name in args.models.split(','):
             if name not in MODELS:
                 parser.error(f'unknown model {name!r}; choose from {", ".join(MODELS)}')
-            for r in bench_model(name, device, dtype, rgb, counts, args.repeats, args.warmup, tok_dir):
+            for r in bench_model(name, device, dtype, rgb, counts, args.repeats, args.warmup, tok_dir,
+                                 args.compile):
                 print(f"| {r['model']} | {r['params_M']:.1f} | {r['prompts']} | {r['preprocess']:.1f} | "
                       f"{r['sam_image_encoder']:.1f} | {r['beit3']:.1f} | {r['decoder']:.1f} | "
                       f"{r['postprocess']:.1f} | {r['segment']:.1f} | {r['frame']:.1f} | "

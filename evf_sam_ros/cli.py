@@ -2,6 +2,7 @@
 
     evf-sam segment photo.jpg "the red cup" "[semantic] table" --model DIR --device cuda --dtype bf16 --out out/
     evf-sam info --model DIR
+    evf-sam export MODEL_DIR [OUT_DIR]         # ONNX graphs for --backend onnxruntime / openvino
 
 Writes one mask PNG per prompt (0/255), an overlay PNG and summary.json (score, bbox, centroid,
 area, timings). Without --model, the embedded synthetic tabletop demo model is used.
@@ -42,8 +43,12 @@ def _load(args):
     from evf_sam_ros.model import load_model
 
     start = time.perf_counter()
-    predictor = load_model(args.model, device=args.device, dtype=args.dtype,
-                           allow_download=args.allow_download)
+    options = {'threads': args.threads} if args.threads and args.backend != 'torch' else None
+    if args.threads and args.backend == 'torch':
+        import torch
+        torch.set_num_threads(args.threads)
+    predictor = load_model(args.model, device=args.device, dtype=args.dtype, allow_download=args.allow_download,
+                           backend=args.backend, backend_options=options)
     if predictor.is_default_model:
         print('evf-sam: using the embedded synthetic tabletop demo model (real scenes need a real '
               'checkpoint: --model YxZhang/evf-sam2 or a local directory)', file=sys.stderr)
@@ -97,6 +102,7 @@ def _cmd_segment(args) -> int:
         'model': predictor.name,
         'device': str(predictor.device),
         'dtype': str(predictor.dtype).replace('torch.', ''),
+        'backend': predictor.backend,
         'results': entries,
         'timings_ms': {'load': round(load_s * 1e3, 1), 'encode_image': round(encode_s * 1e3, 1),
                        'segment_all_prompts': round(segment_s * 1e3, 1)},
@@ -111,9 +117,13 @@ def _cmd_segment(args) -> int:
 
 def _cmd_info(args) -> int:
     predictor, load_s = _load(args)
-    n_params = sum(p.numel() for p in predictor.model.parameters())
+    if predictor.model is not None:
+        n_params = sum(p.numel() for p in predictor.model.parameters())
+    else:  # exported graphs: the parameters are inside the ONNX files
+        n_params = None
     print(json.dumps({
         'model': predictor.name,
+        'backend': predictor.backend,
         'default_model': predictor.is_default_model,
         'device': str(predictor.device),
         'dtype': str(predictor.dtype).replace('torch.', ''),
@@ -121,6 +131,32 @@ def _cmd_info(args) -> int:
         'has_object_score': predictor.has_object_score,
         'load_s': round(load_s, 2),
     }, indent=2))
+    return 0
+
+
+def _cmd_export(args) -> int:
+    import pathlib
+
+    from evf_sam_ros.model import load_model
+    from evf_sam_ros.model.export import export_onnx
+    from evf_sam_ros.model.loading import resolve_checkpoint_dir
+    from evf_sam_ros.model.runtimes import default_model_export_dir
+
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    model = None if args.model == 'default' else args.model
+    directory, is_default = resolve_checkpoint_dir(model, allow_download=args.allow_download)
+    if args.out_dir:
+        out = pathlib.Path(args.out_dir)
+    else:
+        out = default_model_export_dir(directory) if is_default else directory / 'onnx'
+    start = time.perf_counter()
+    predictor = load_model(model, device='cpu', dtype='fp32', allow_download=args.allow_download)
+    export_onnx(predictor.model, directory, out, dtype=args.dtype, opset=args.opset, source=str(directory))
+    print(f'evf-sam: exported {predictor.config.architecture_name} ({args.dtype}) to {out} in '
+          f'{time.perf_counter() - start:.1f} s; use it with --backend onnxruntime|openvino '
+          f'(load_model({str(out)!r}, backend="onnxruntime"))')
     return 0
 
 
@@ -133,10 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help='checkpoint directory or Hugging Face id in the local cache '
                             '(default: the embedded synthetic tabletop demo model)')
         p.add_argument('--device', default='auto', help='auto (CUDA if available), cpu, cuda, cuda:N')
-        p.add_argument('--dtype', default='fp32', choices=['fp32', 'fp16', 'bf16'],
-                       help='compute precision (fp16/bf16 are meant for CUDA)')
+        p.add_argument('--dtype', default='auto', choices=['auto', 'fp32', 'fp16', 'bf16'],
+                       help='compute precision (auto: fp16 on CUDA, fp32 on CPU; fp16/bf16 are meant for CUDA)')
         p.add_argument('--allow-download', action='store_true',
                        help='let huggingface_hub download a model id that is not in the local cache')
+        p.add_argument('--backend', default='torch', choices=['torch', 'onnxruntime', 'openvino'],
+                       help='torch, or exported ONNX graphs (evf-sam export) run by onnxruntime / OpenVINO')
+        p.add_argument('--threads', type=int, default=0, help='CPU threads (0: the runtime default)')
 
     seg = sub.add_parser('segment', help='segment an image with one or more prompts')
     seg.add_argument('image', help='image file (PNG, JPEG, ...)')
@@ -148,6 +187,18 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser('info', help='load a model and print what it is')
     model_args(info)
     info.set_defaults(func=_cmd_info)
+
+    exp = sub.add_parser('export', help='export the three networks to ONNX (for --backend onnxruntime/openvino)')
+    exp.add_argument('model', help='checkpoint directory, Hugging Face id in the local cache, or "default" '
+                                   '(the embedded demo model)')
+    exp.add_argument('out_dir', nargs='?', default=None,
+                     help='output directory (default: MODEL/onnx, found there by load_model; for "default" a '
+                          'user-cache folder)')
+    exp.add_argument('--dtype', default='fp32', choices=['fp32', 'fp16'], help='graph precision (fp16: GPUs)')
+    exp.add_argument('--opset', type=int, default=18, help='ONNX opset (default 18)')
+    exp.add_argument('--threads', type=int, default=0, help='torch CPU threads while exporting')
+    exp.add_argument('--allow-download', action='store_true', help='download a Hugging Face id if not cached')
+    exp.set_defaults(func=_cmd_export)
     return parser
 
 

@@ -48,7 +48,7 @@ else
   # pip's warnings about absent local mirrors are noise; pip's own exit code decides
   set +o pipefail
   "$VENV/bin/python" -m pip install --disable-pip-version-check -q \
-      -r requirements/core.txt -r requirements/ros.txt -r requirements/test.txt 2>&1 \
+      -r requirements/core.txt -r requirements/deploy.txt -r requirements/ros.txt -r requirements/test.txt 2>&1 \
       | { grep -v "is ignored" || true; }
   rc=${PIPESTATUS[0]}
   set -o pipefail

@@ -7,57 +7,25 @@ Each case's checkpoint directory is assembled as the fixture README says; the we
 from the fixture's rule (every tensor a function of its key name and shape).
 """
 import json
-import math
-import re
 import shutil
-import zlib
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from evf_sam_ros.model.testing import FULLSIZE_CASES as CASES
+from evf_sam_ros.model.testing import make_fullsize_checkpoint
+
 pytestmark = [pytest.mark.fullsize, pytest.mark.slow]
-
-CASES = {
-    # case folder: (keys file, behaviour the checkpoint implies)
-    'evf_sam_vith': 'keys_sam.txt',
-    'evf_sam2_hieral': 'keys_sam2.txt',
-    'evf_sam2_hieral_multitask': 'keys_sam2.txt',
-}
-
-
-def fixture_weight(key: str, shape: tuple[int, ...]) -> torch.Tensor:
-    """The fixture's weight rule: seeded by crc32(key); 1-D norm scales ~1, other 1-D ~0, matrices / sqrt(fan_in)."""
-    generator = torch.Generator().manual_seed(zlib.crc32(key.encode('utf-8')))
-    noise = torch.randn(shape, generator=generator, dtype=torch.float32)
-    if len(shape) == 1:
-        return 1.0 + 0.1 * noise if key.endswith('.weight') else 0.02 * noise
-    return noise / math.sqrt(math.prod(shape[1:]))
-
-
-def read_key_list(path):
-    for line in path.read_text(encoding='utf-8').splitlines():
-        if line.strip() and not line.startswith('#'):
-            key, shape = line.split('\t')[:2]
-            yield key, tuple(int(d) for d in re.findall(r'\d+', shape))
 
 
 @pytest.fixture(scope='module', params=list(CASES))
 def fullsize_case(request, fullsize_dir, tmp_path_factory):
-    from safetensors.torch import save_file
-
     from evf_sam_ros.model import load_model
 
     case = request.param
-    ckpt = tmp_path_factory.mktemp(case)
-    shutil.copy(fullsize_dir / case / 'config.json', ckpt)
-    for f in (fullsize_dir / 'tokenizer').iterdir():
-        shutil.copy(f, ckpt)
-    if (fullsize_dir / case / 'added_tokens.json').exists():
-        shutil.copy(fullsize_dir / case / 'added_tokens.json', ckpt)
-    keys = fullsize_dir.parent.parent / 'reference' / 'keys' / CASES[case]
-    save_file({k: fixture_weight(k, s) for k, s in read_key_list(keys)}, str(ckpt / 'model.safetensors'))
+    ckpt = make_fullsize_checkpoint(fullsize_dir, case, tmp_path_factory.mktemp(case))
     predictor = load_model(ckpt, device='cpu', dtype=torch.float32)
     yield case, predictor
     shutil.rmtree(ckpt, ignore_errors=True)

@@ -151,25 +151,25 @@ class BEiT3(nn.Module):
         self.encoder = Encoder(config)
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+                attention_mask: torch.Tensor | None = None, *, always_mask: bool = False) -> torch.Tensor:
         """
         pixel_values: [B or 1, 3, 224, 224] (one image is shared by all B prompts without copying it
             through the patch embedding); input_ids: [B, T] long; attention_mask: [B, T] (1 = token, 0 = pad)
             or None (no padding). Returns [B, 197 + T, D].
+        always_mask: apply ``attention_mask`` even when nothing is padded (graph export: no branch on data).
         """
         bsz, num_text = input_ids.shape
         if num_text > self.config.max_text_tokens:
             raise ValueError(f'BEiT-3 takes at most {self.config.max_text_tokens} text tokens, got {num_text}')
         vision = self.vision_embed(pixel_values)  # [1|B, 197, D]
-        if vision.shape[0] != bsz:
-            vision = vision.expand(bsz, -1, -1)
+        vision = vision.expand(bsz, -1, -1)  # no-op when there is one image per prompt
         text = self.text_embed(input_ids).to(vision.dtype)  # [B, T, D]
         split = vision.shape[1]
         x = torch.cat([vision, text], dim=1)
         x = x + self.encoder.embed_positions(split, num_text).to(x.dtype)
 
         attn_mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
+        if attention_mask is not None and (always_mask or not bool(attention_mask.all())):
             keep = attention_mask.to(torch.bool)  # [B, T]
             keep = torch.cat([keep.new_ones(bsz, split), keep], dim=1)  # vision tokens are never padding
             x = x * keep.unsqueeze(-1).to(x.dtype)  # torchscale zeroes padded positions

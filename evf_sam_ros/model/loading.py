@@ -79,7 +79,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if isinstance(dtype, str):
         key = dtype.strip().lower().replace('torch.', '')
         if key not in _DTYPES:
-            raise ModelLoadError(f'unknown dtype {dtype!r}; use "fp32", "fp16" or "bf16"')
+            raise ModelLoadError(f'unknown dtype {dtype!r}; use "fp32", "fp16", "bf16" or "auto"')
         dtype = _DTYPES[key]
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ModelLoadError(f'unsupported dtype {dtype}; use torch.float32, torch.float16 or torch.bfloat16')
@@ -265,15 +265,29 @@ def _read_bin(path: pathlib.Path, config: EvfSamConfig, dtype: torch.dtype,
 # ---- load_model ----------------------------------------------------------------------------------------
 def load_model(path: str | os.PathLike | None = None, device: str | torch.device = 'cpu',
                dtype: str | torch.dtype = torch.float32, *, allow_download: bool = False,
-               behaviour: Mapping[str, Any] | EvfSamBehaviour | None = None) -> EvfSamPredictor:
+               behaviour: Mapping[str, Any] | EvfSamBehaviour | None = None, backend: str = 'torch',
+               backend_options: Mapping[str, Any] | None = None) -> EvfSamPredictor:
     """Load an EVF-SAM / EVF-SAM2 checkpoint for inference.
 
     path: checkpoint directory, Hugging Face id in the local cache, or None for the embedded default model.
-    device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available). dtype: torch dtype, "fp32"/"fp16"/"bf16" or
-    "auto" (fp16 on CUDA, fp32 on the CPU).
-    allow_download: fetch a Hugging Face id that is not cached. behaviour: overrides of the inferred/declared
-    behaviour, e.g. ``{"mask_selection": "best_of_3", "sam_resize": "square"}``.
+    device: "cpu", "cuda", "cuda:N" or "auto". dtype: torch dtype or "fp32"/"fp16"/"bf16"/"auto" (fp16 on
+    CUDA, fp32 elsewhere). allow_download: fetch a Hugging Face id that is not cached. behaviour: overrides
+    of the inferred/declared behaviour, e.g. ``{"mask_selection": "best_of_3", "sam_resize": "square"}``.
+    backend: "torch" (default), or "onnxruntime" / "openvino", which run graphs written by ``evf-sam export``
+    (path: the export directory, or a checkpoint with them in ``onnx/``); backend_options: see runtimes.py.
     """
+    if backend != 'torch':
+        from .runtimes import BACKENDS, load_exported
+
+        if backend not in BACKENDS:
+            raise ModelLoadError(f'unknown backend {backend!r}; use one of {", ".join(BACKENDS)}')
+        directory, is_default = resolve_checkpoint_dir(path, allow_download=allow_download)
+        name = 'default' if is_default else os.fspath(path)
+        return load_exported(directory, backend=backend, device=device, dtype=dtype, is_default=is_default,
+                             name=name, behaviour=behaviour, backend_options=backend_options)
+    if backend_options:
+        raise ModelLoadError(f'backend_options {sorted(backend_options)} apply to the onnxruntime/openvino '
+                             'backends only')
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     directory, is_default = resolve_checkpoint_dir(path, allow_download=allow_download)

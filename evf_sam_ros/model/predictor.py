@@ -22,7 +22,7 @@ import torch
 from .config import EvfSamConfig
 from ..errors import EvfSamOutOfMemoryError, InvalidImageError
 from ..masks import mask_area, mask_bbox, mask_centroid
-from .modeling import EvfSamModel, SamImageEmbeddings
+from .modeling import DecoderOutput, EvfSamModel, SamImageEmbeddings, SelectedMasks, select_masks
 from .preprocessing import (SamResizeInfo, beit3_pixel_values, longest_side_size, postprocess_logits, sam_pixel_values,
                             validate_rgb_image)
 from .tokenizer import tokenize_prompts
@@ -89,11 +89,13 @@ def _oom_guard(what: str) -> Iterator[None]:
 class EvfSamPredictor:
     """A loaded EVF-SAM model with its tokenizer, ready for frames and prompts."""
 
-    def __init__(self, model: EvfSamModel, tokenizer, *, device: torch.device, dtype: torch.dtype, name: str = '',
-                 is_default_model: bool = False) -> None:
-        self.model = model.eval()
+    backend = 'torch'
+
+    def __init__(self, model: EvfSamModel | None, tokenizer, *, device: torch.device, dtype: torch.dtype,
+                 name: str = '', is_default_model: bool = False, config: EvfSamConfig | None = None) -> None:
+        self.model = model.eval() if model is not None else None  # None for the exported-graph backends
         self.tokenizer = tokenizer
-        self.config: EvfSamConfig = model.config
+        self.config: EvfSamConfig = model.config if model is not None else config
         self.device = torch.device(device)
         self.dtype = dtype
         self.name = name
@@ -113,7 +115,8 @@ class EvfSamPredictor:
 
     def __repr__(self) -> str:
         b = self.config.behaviour
-        return (f'EvfSamPredictor({self.name!r}, {self.config.architecture_name}, device={self.device}, '
+        return (f'{type(self).__name__}({self.name!r}, {self.config.architecture_name}, backend={self.backend}, '
+                f'device={self.device}, '
                 f'dtype={self.dtype}, resize={b.sam_resize}, selection={b.mask_selection}, multitask={b.multitask})')
 
     def dense_positional_embedding(self) -> torch.Tensor:
@@ -143,7 +146,7 @@ class EvfSamPredictor:
             beit = beit3_pixel_values(rgb, self.config.beit3.img_size, self.device).to(self.dtype)
             sam_input, info = sam_pixel_values(rgb, self.config.behaviour.sam_resize, self.config.sam_image_size,
                                                self.device)
-            embeddings = self.model.encode_sam_image(sam_input.to(self.dtype))
+            embeddings = self._run_sam_encoder(sam_input)
         return ImageFeatures(embeddings, beit, info, sam_input if keep_sam_input else None)
 
     # ---- segmentation ------------------------------------------------------------------------
@@ -178,11 +181,10 @@ class EvfSamPredictor:
 
     def _segment_batch(self, features: ImageFeatures, prompts: list[str], input_ids: torch.Tensor,
                        attention_mask: torch.Tensor, return_logits: bool) -> list[SegmentationResult]:
-        model = self.model
         with _oom_guard('segment'), torch.inference_mode():
-            prompt_emb = model.prompt_embeddings(features.beit3_pixel_values, input_ids, attention_mask)  # [B, 1, C]
-            out = model.decode_all(features.sam_embeddings, prompt_emb, self.dense_positional_embedding())
-            selected = model.select(out)
+            prompt_emb = self._run_prompt_embeddings(features.beit3_pixel_values, input_ids, attention_mask)
+            out = self._run_decoder(features.sam_embeddings, prompt_emb)
+            selected = self.select(out)
             logits = postprocess_logits(selected.logits, features.resize)  # [B, 1, H, W] fp32
             masks = (logits[:, 0] > 0).cpu().numpy()
             scores = selected.iou_scores.float().cpu().tolist()
@@ -197,6 +199,26 @@ class EvfSamPredictor:
                                stability_score=stability[i] if stability is not None else None)
             for i, p in enumerate(prompts)
         ]
+
+    # ---- the three networks (overridden by the exported-graph backends, see runtimes.py) -------
+    def _run_sam_encoder(self, sam_pixel_values: torch.Tensor) -> SamImageEmbeddings:
+        """[1, 3, S, S] float32 -> SAM-1: [1, C, h, w]; SAM-2: [s0, s1, emb]."""
+        return self.model.encode_sam_image(sam_pixel_values.to(self.dtype))
+
+    def _run_prompt_embeddings(self, beit3_pixel_values: torch.Tensor, input_ids: torch.Tensor,
+                               attention_mask: torch.Tensor) -> torch.Tensor:
+        """[1, 3, 224, 224] + [B, T] ids/mask -> the SAM prompt tokens [B, 1, C]."""
+        return self.model.prompt_embeddings(beit3_pixel_values, input_ids, attention_mask)
+
+    def _run_decoder(self, sam_embeddings: SamImageEmbeddings, prompt_embeddings: torch.Tensor) -> DecoderOutput:
+        """All four mask tokens for B prompts against one image."""
+        return self.model.decode_all(sam_embeddings, prompt_embeddings, self.dense_positional_embedding())
+
+    def select(self, out: DecoderOutput) -> SelectedMasks:
+        """One mask per prompt by the checkpoint's selection rule (same code for every backend)."""
+        b = self.config.behaviour
+        return select_masks(out, b.mask_selection, stability_delta=b.stability_delta,
+                            stability_thresh=b.stability_thresh)
 
     def predict(self, rgb: np.ndarray, prompts: Sequence[str], **kwargs) -> list[SegmentationResult]:
         """``segment(encode_image(rgb), prompts)``."""

@@ -11,8 +11,12 @@ the prompt.
 """
 from __future__ import annotations
 
+import math
 import pathlib
-from typing import Iterable
+import re
+import shutil
+import zlib
+from typing import Iterable, Iterator
 
 import torch
 
@@ -21,7 +25,8 @@ from .loading import save_checkpoint
 from .modeling import EvfSamModel
 from .tokenizer import make_tiny_tokenizer
 
-__all__ = ['tiny_config', 'make_tiny_model', 'make_tiny_checkpoint', 'make_tiny_tokenizer', 'randomize_weights']
+__all__ = ['tiny_config', 'make_tiny_model', 'make_tiny_checkpoint', 'make_tiny_tokenizer', 'randomize_weights',
+           'fixture_weight', 'read_key_list', 'make_fullsize_checkpoint', 'FULLSIZE_CASES']
 
 
 def tiny_config(sam: str = 'sam1', *, multitask: bool = False, sam_image_size: int = 1024,
@@ -90,3 +95,43 @@ def make_tiny_checkpoint(out_dir: str | pathlib.Path, sam: str = 'sam1', *, mult
     vocab = len(load_tokenizer(out_dir)) + 8  # like BEiT-3: 64,010 rows for 64,002 tokens
     model = make_tiny_model(sam, multitask=multitask, seed=seed, sam_image_size=sam_image_size, vocab_size=vocab)
     return save_checkpoint(model, out_dir, out_dir, weights_format=weights_format)
+
+
+# ---- full-size random weights (../shared/fixtures/evf_fullsize) ------------------------------------------
+FULLSIZE_CASES = {  # fixture case folder -> key list in ../shared/reference/keys
+    'evf_sam_vith': 'keys_sam.txt',
+    'evf_sam2_hieral': 'keys_sam2.txt',
+    'evf_sam2_hieral_multitask': 'keys_sam2.txt',
+}
+
+
+def fixture_weight(key: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """The fixture's weight rule: seeded by crc32(key); 1-D norm scales ~1, other 1-D ~0, matrices / sqrt(fan_in)."""
+    generator = torch.Generator().manual_seed(zlib.crc32(key.encode('utf-8')))
+    noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+    if len(shape) == 1:
+        return 1.0 + 0.1 * noise if key.endswith('.weight') else 0.02 * noise
+    return noise / math.sqrt(math.prod(shape[1:]))
+
+
+def read_key_list(path: pathlib.Path) -> Iterator[tuple[str, tuple[int, ...]]]:
+    for line in pathlib.Path(path).read_text(encoding='utf-8').splitlines():
+        if line.strip() and not line.startswith('#'):
+            key, shape = line.split('\t')[:2]
+            yield key, tuple(int(d) for d in re.findall(r'\d+', shape))
+
+
+def make_fullsize_checkpoint(fullsize_dir: str | pathlib.Path, case: str, out_dir: str | pathlib.Path) -> pathlib.Path:
+    """Assemble a full-size checkpoint of a fixture case (config, tokenizer, regenerated weights; several GB)."""
+    from safetensors.torch import save_file
+
+    fullsize_dir, out = pathlib.Path(fullsize_dir), pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(fullsize_dir / case / 'config.json', out)
+    for f in (fullsize_dir / 'tokenizer').iterdir():
+        shutil.copy(f, out)
+    if (fullsize_dir / case / 'added_tokens.json').exists():
+        shutil.copy(fullsize_dir / case / 'added_tokens.json', out)
+    keys = fullsize_dir.parent.parent / 'reference' / 'keys' / FULLSIZE_CASES[case]
+    save_file({k: fixture_weight(k, s) for k, s in read_key_list(keys)}, str(out / 'model.safetensors'))
+    return out
