@@ -52,16 +52,19 @@ def pytest_collection_modifyitems(config, items):
         return   # CI has ../shared: everything runs, and a skip fails the run
     no_fixtures = not (_shared_base() / 'fixtures').is_dir()
     no_cli = shutil.which('ros2') is None
+    no_netns = os.geteuid() != 0 or shutil.which('ip') is None
     drop = [item for item in items
             if (no_fixtures and _FIXTURE_ARGS & set(getattr(item, 'fixturenames', ())))
-            or (no_cli and item.get_closest_marker('ros2cli'))]
+            or (no_cli and item.get_closest_marker('ros2cli'))
+            or (no_netns and item.get_closest_marker('netns'))]
     if not drop:
         return
     config.hook.pytest_deselected(items=drop)
     kept = set(map(id, items)) - set(map(id, drop))
     items[:] = [item for item in items if id(item) in kept]
     what = ' and '.join(w for w, missing in (('the shared fixtures', no_fixtures),
-                                             ('the ros2 CLI/launch', no_cli)) if missing)
+                                             ('the ros2 CLI/launch', no_cli),
+                                             ('root for ip netns', no_netns)) if missing)
     _deselect_notice.append(
         f'NOTE: {len(drop)} test(s) deselected: they need {what}; run them with ../shared beside '
         'the checkout (then `make setup` installs ../shared/ros2-tools) or EVF_SAM_SHARED_DIR=DIR, '
