@@ -33,7 +33,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SHM_PROFILE = ROOT / 'config' / 'fastdds_shm.xml'
+SHM_PROFILE = ROOT / "config" / "fastdds_large_images.xml"
 
 
 def _percentile(values, q):

@@ -11,6 +11,9 @@ cd "$WS"
 # Only the venv underneath: nothing of this checkout's own build may leak into the workspace.
 unset PYTHONPATH
 export AMENT_PREFIX_PATH="$VIRTUAL_ENV" CMAKE_PREFIX_PATH="$VIRTUAL_ENV" LD_LIBRARY_PATH="$VIRTUAL_ENV/lib"
+# The ros2 CLI, launch and vision_msgs, as a ROS install has them (here: ../shared/ros2-tools,
+# installed by scripts/setup.sh)
+if [ -f "$VIRTUAL_ENV/ros2-tools/env.sh" ]; then . "$VIRTUAL_ENV/ros2-tools/env.sh"; fi
 colcon build --event-handlers console_direct- desktop_notification- \
   --cmake-args -DPython3_EXECUTABLE="$VIRTUAL_ENV/bin/python" > build.log 2>&1 \
   || { tail -40 build.log; exit 1; }

@@ -58,6 +58,24 @@ else
   rm -f "$STAMPS/build"
 fi
 
+# ---- 2b. the standard ROS 2 tools PyPI does not carry (ros2 CLI, launch, vision_msgs) ----
+# From ../shared/ros2-tools where that folder exists (CI and developers here); on a machine with a
+# ROS 2 install they come from the distribution (rosdep). Without either, the tests that need them
+# are deselected with a notice (test/conftest.py).
+TOOLS_SRC="${EVF_SAM_SHARED_DIR:-$ROOT/../shared}/ros2-tools"
+TOOLS="$VENV/ros2-tools"
+if [ -x "$TOOLS_SRC/install.sh" ]; then
+  if [ -z "${EVF_SAM_FORCE:-}" ] && [ -f "$TOOLS/env.sh" ] && ls "$TOOLS"/.installed-* >/dev/null 2>&1 \
+     && [ -f "$TOOLS/.installed-$(cat "$TOOLS_SRC"/*.tar.gz | sha256sum | cut -c1-16)" ]; then
+    say "ros2-tools up to date in $TOOLS"
+  else
+    say "installing the ROS 2 tools (ros2 CLI, launch, vision_msgs) from $TOOLS_SRC into $TOOLS"
+    bash "$TOOLS_SRC/install.sh" "$TOOLS" "$VENV/bin/python" > "$STAMPS/ros2-tools.log" 2>&1 \
+      || { tail -30 "$STAMPS/ros2-tools.log"; die "installing ros2-tools failed (log: $STAMPS/ros2-tools.log)"; }
+    rm -f "$STAMPS/build"
+  fi
+fi
+
 # ---- 3. the environment file every command sources -------------------------------------
 SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 INSTALL="$ROOT/install/evf_sam_ros"
@@ -76,7 +94,14 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
 export HF_HUB_OFFLINE=\${HF_HUB_OFFLINE:-1}
 export EVF_SAM_ROOT="$ROOT"
+export EVF_SAM_VENV="$VENV"
 ENV
+if [ -f "$TOOLS/env.sh" ]; then
+  cat >> "$ROOT/env.sh" <<ENV
+# The standard ROS 2 tools (ros2 CLI, launch, launch_ros, vision_msgs) from ../shared/ros2-tools
+. "$TOOLS/env.sh"
+ENV
+fi
 
 # ---- 4. colcon build of the package (interfaces + Python + launch/config) --------------
 # (symlink install: a content edit of launch/config needs no rebuild, a new file does)

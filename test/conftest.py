@@ -5,10 +5,14 @@
 * `ros_domain_id` / `ros_context`: one rclpy context and one ROS domain id per test.
 * `conformance_dir`: ../shared/fixtures/evf_conformance (or $EVF_SAM_CONFORMANCE_DIR).
 * `tiny_checkpoint_sam1` / `tiny_checkpoint_sam2`: random-init tiny checkpoints in the official layout.
+* Outside CI, tests that need what only ../shared provides here (the conformance fixtures; the
+  `ros2` CLI and launch, from ../shared/ros2-tools or a ROS install) are deselected with a one-line
+  notice, so that `make test` passes on a fresh clone. CI (CI=true) has ../shared and runs them all.
 """
 import itertools
 import os
 import pathlib
+import shutil
 
 import pytest
 
@@ -31,6 +35,49 @@ def pytest_sessionfinish(session, exitstatus):
         for nodeid in _skipped:
             print(f'  skipped: {nodeid}')
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# ---- what a fresh clone without ../shared cannot run -----------------------------------------
+_FIXTURE_ARGS = {'conformance_dir', 'fullsize_dir'}
+_deselect_notice = []
+
+
+def _shared_base():
+    env = os.environ.get('EVF_SAM_SHARED_DIR')
+    return pathlib.Path(env) if env else REPO_ROOT.parent / 'shared'
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get('CI', '').lower() in ('true', '1'):
+        return   # CI has ../shared: everything runs, and a skip fails the run
+    no_fixtures = not (_shared_base() / 'fixtures').is_dir()
+    no_cli = shutil.which('ros2') is None
+    no_netns = os.geteuid() != 0 or shutil.which('ip') is None
+    drop = [item for item in items
+            if (no_fixtures and _FIXTURE_ARGS & set(getattr(item, 'fixturenames', ())))
+            or (no_cli and item.get_closest_marker('ros2cli'))
+            or (no_netns and item.get_closest_marker('netns'))]
+    if not drop:
+        return
+    config.hook.pytest_deselected(items=drop)
+    kept = set(map(id, items)) - set(map(id, drop))
+    items[:] = [item for item in items if id(item) in kept]
+    what = ' and '.join(w for w, missing in (('the shared fixtures', no_fixtures),
+                                             ('the ros2 CLI/launch', no_cli),
+                                             ('root for ip netns', no_netns)) if missing)
+    _deselect_notice.append(
+        f'NOTE: {len(drop)} test(s) deselected: they need {what}; run them with ../shared beside '
+        'the checkout (then `make setup` installs ../shared/ros2-tools) or EVF_SAM_SHARED_DIR=DIR, '
+        'or on a ROS 2 install (CI runs them all).')
+
+
+def pytest_report_collectionfinish(config, start_path, items):
+    return _deselect_notice[:1]
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in _deselect_notice[:1]:
+        terminalreporter.write_line(line, yellow=True)
 
 
 # ---- ROS isolation ------------------------------------------------------------------------
@@ -68,9 +115,7 @@ def one_torch_thread():
 
 # ---- shared fixtures from ../shared ------------------------------------------------------
 def _shared_fixture(name):
-    env = os.environ.get('EVF_SAM_SHARED_DIR')
-    base = pathlib.Path(env) if env else REPO_ROOT.parent / 'shared'
-    path = base / 'fixtures' / name
+    path = _shared_base() / 'fixtures' / name
     if not path.is_dir():
         pytest.skip(f'{path} is missing: these tests need the shared fixtures beside the checkout '
                     '(../shared, as CI provides) or EVF_SAM_SHARED_DIR pointing at a copy')
