@@ -15,7 +15,7 @@ For each input size (640x480, 1280x720, 1920x1080) a camera publishes bgr8 frame
 
 Same process: node and camera in one process (intra-process, lossless). Cross process: the node
 is a subprocess (`python -m evf_sam_ros.ros.node`), the camera another one, with and without the
-shared-memory Fast DDS profile ``config/fastdds_shm.xml`` (``FASTDDS_DEFAULT_PROFILES_FILE``).
+large-images Fast DDS profile ``config/fastdds_large_images.xml`` (``FASTDDS_DEFAULT_PROFILES_FILE``).
 
     python bench/bench_node.py                # default run (< 2 minutes)
     python bench/bench_node.py --duration 10 --model-ms 50 --sizes 1280x720

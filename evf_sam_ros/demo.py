@@ -260,9 +260,10 @@ def run_demo(out_dir: pathlib.Path, n_scenes: int, commands_per_scene: int, widt
                     time.sleep(0.02)
                     with lock:
                         for msg in seg_msgs:
-                            # a frame stamped after the command: the node saw this scene with this prompt
+                            # a frame stamped after the command, answering it (the node interprets the
+                            # spoken command: the prompt is what it understood, the command its raw text)
                             if _stamp_ns(msg.header.stamp) > sent_stamp and msg.segmentations and \
-                                    msg.segmentations[0].prompt == cmd.text and \
+                                    msg.command.raw == cmd.text and \
                                     _stamp_ns(msg.header.stamp) in mask_msgs:
                                 found = (msg, mask_msgs[_stamp_ns(msg.header.stamp)])
                                 break

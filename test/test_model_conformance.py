@@ -195,11 +195,22 @@ def test_pair_all_stages(cases, text_branch, case, image, k):
         assert out.object_score_logits is None
     c.equal('selected_token_index', selected.token_index, expected['selected_token_index'])
     if behaviour.mask_selection == 'stability_single':
-        c.equal('stability_area_gt_pos_delta', selected.stability_area_pos, expected['stability_area_gt_pos_delta'])
-        c.equal('stability_area_gt_neg_delta', selected.stability_area_neg, expected['stability_area_gt_neg_delta'])
+        # The areas count token-0 low-res logits above +/-delta: a pixel whose logit lies within the logit
+        # tolerance of a threshold may fall on either side (seen: 1 of ~48,000 on AMD EPYC vs the fixtures'
+        # CPU), so each area may differ by the number of such pixels, and the score by the resulting ratio.
+        token0 = out.masks[:, 0].double()
+        delta = behaviour.stability_delta
+        near_pos = int(((token0 - delta).abs() <= ATOL_LOGITS).sum())
+        near_neg = int(((token0 + delta).abs() <= ATOL_LOGITS).sum())
+        c.close('stability_area_gt_pos_delta', selected.stability_area_pos, expected['stability_area_gt_pos_delta'],
+                near_pos)
+        c.close('stability_area_gt_neg_delta', selected.stability_area_neg, expected['stability_area_gt_neg_delta'],
+                near_neg)
         c.equal('stability_fallback', (selected.stability_score < behaviour.stability_thresh).to(torch.uint8),
                 expected['stability_fallback'])
-        c.close('stability_score_token0', selected.stability_score, expected['stability_score_token0'], 1e-6)
+        area_neg = float(expected['stability_area_gt_neg_delta'].min())
+        c.close('stability_score_token0', selected.stability_score, expected['stability_score_token0'],
+                max(1e-6, 2.0 * (near_pos + near_neg) / max(area_neg, 1.0)))
     c.close('selected_low_res_logits', selected.logits, expected['selected_low_res_logits'], ATOL_LOGITS)
     c.close('final_logits', final, expected['final_logits'], ATOL_LOGITS)
     c.check()

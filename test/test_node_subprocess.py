@@ -164,10 +164,11 @@ def test_subprocess_missing_model_stays_unconfigured(ros_context, ros_domain_id,
     assert rc in (0, -2, 130)
 
 
-def test_large_images_cross_process_with_shm_profile(ros_domain_id):
+def test_large_images_cross_process_with_the_large_images_profile(ros_domain_id):
     """1920x1080 bgr8 (+ 32FC1 depth) best effort at 30 Hz between processes, with the shipped
-    shared-memory profile on both sides (camera and node): frames reach the node and results come
-    back. (bench/bench_node.py measures it with and without the profile.)"""
+    large-images profile (config/fastdds_large_images.xml: shared memory plus UDP) on both sides
+    (camera and node): frames reach the node and results come back. (bench/bench_node.py measures
+    it with and without the profile.)"""
     sys.path.insert(0, os.path.join(ROOT, 'bench'))
     import argparse
 

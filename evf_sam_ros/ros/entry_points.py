@@ -8,11 +8,21 @@ import sys
 def run_node(make_node, args=None, executor_factory=None) -> int:
     """``rclpy.init``, spin ``make_node()`` until Ctrl-C or shutdown, then tear down in the order
     rclpy needs (executor shut down before the node is destroyed, or the process aborts)."""
+    import signal
+
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
+    # Ctrl-C / SIGTERM become a KeyboardInterrupt in this thread, wherever it is (loading the model
+    # included), so the teardown below runs in order while the context is still valid; rclpy's own
+    # handler would shut the context down under a transition or a publishing worker.
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
-        rclpy.init(args=args)
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     except Exception as exc:  # noqa: BLE001 - rclpy raises RCLError for unparsable --ros-args
         print(f'error: the command-line arguments were not accepted: {exc}\n'
               "Quote parameter values that YAML would misread, e.g. -p \"model_path:='fake:'\" or "
@@ -27,6 +37,8 @@ def run_node(make_node, args=None, executor_factory=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C must not cut the teardown
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if node is not None and hasattr(node, 'close'):
             node.close()
         executor.shutdown()

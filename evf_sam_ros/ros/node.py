@@ -142,6 +142,7 @@ class SegmentNode(LifecycleNode):
     # ---------------------------------------------------------------- lifecycle
     def on_configure(self, state) -> TransitionCallbackReturn:
         p = self._p
+        self.log.debug('configuring with ' + ', '.join(f'{k}={v!r}' for k, v in sorted(p.items())))
         try:
             self.prompt_input = PromptInput(self)   # before the (slow) model: a bad type fails at once
         except ValueError as exc:
