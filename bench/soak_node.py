@@ -81,7 +81,7 @@ def main() -> int:
     from evf_sam_ros.ros.process import NodeProcess
 
     domain = 100 + os.getpid() % 100
-    exe = [sys.executable, '-m', 'evf_sam_ros.ros.node', '--ros-args', '-p', 'device:=cpu',
+    exe = [sys.executable, '-X', 'faulthandler', '-m', 'evf_sam_ros.ros.node', '--ros-args', '-p', 'device:=cpu',
            '-p', 'score_threshold:=0.3']
     node_proc = NodeProcess(exe, domain, '/tmp/soak_node.log')
     cam_proc = NodeProcess([sys.executable, __file__, '--camera', '--width', str(args.width), '--height',
@@ -90,13 +90,16 @@ def main() -> int:
     rclpy.init(context=context, domain_id=domain)
     node = rclpy.create_node('soak_observer', context=context)
     lock = threading.Lock()
-    lat, diag = [], {}
+    lat, diag, odd = [], {}, []
 
     def on_seg(msg):
         now = node.get_clock().now().nanoseconds
         st = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
         with lock:
             lat.append((now - st) / 1e6)
+            if (now - st) / 1e9 > 60.0:
+                odd.append(f'{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d} frame {msg.header.frame_id!r} '
+                           f'{len(msg.segmentations)} targets, command {msg.command.raw!r}')
 
     def on_diag(msg):
         for s in msg.status:
@@ -142,6 +145,9 @@ def main() -> int:
             next_report += args.window
         time.sleep(0.05)
     alive = node_proc.alive()
+    if not alive:
+        print(f'node exited with code {node_proc.proc.returncode} after {(time.monotonic() - start) / 60:.1f} min',
+              flush=True)
     cam_proc.stop()
     node_proc.stop()
     ex.shutdown()
@@ -149,7 +155,10 @@ def main() -> int:
         half = len(rss_t) // 2   # slope over the second half (after warm-up and allocator growth)
         slope = np.polyfit(rss_t[half:], rss_v[half:], 1)[0] if len(rss_t) - half >= 2 else float('nan')
         print(f'RSS slope (second half): {slope:+.2f} MB/min; first {rss_v[0]:.0f} MB, last {rss_v[-1]:.0f} MB')
+    for line in odd[:10]:
+        print(f'result stamped more than 60 s ago: {line}')
     print('node alive at the end' if alive else 'NODE DIED: see /tmp/soak_node.log')
+    print(f'node log: /tmp/soak_node.log ({node_proc.output().count("[ERROR]")} ERROR lines)')
     return 0 if alive else 1
 
 

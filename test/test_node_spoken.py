@@ -74,6 +74,13 @@ def test_ignored_and_rejected_transcripts_say_why(ros_context):
         h.prompt('also the green ball')
         assert h.wait_prompts(2)
         assert wait_for(lambda: any(c.action == 'add' for c in commands))
+        # 73 words: over the text-token limit (the fake takes the embedded model's)
+        h.prompt('find the red cube ' + ' '.join(['left of the blue ball near the green cylinder behind the small '
+                                                  'yellow ring'] * 5))
+        assert wait_for(lambda: any(c.action == 'rejected' for c in commands))
+        rejected = [c for c in commands if c.action == 'rejected'][-1]
+        assert 'tokens long' in rejected.reason and list(rejected.targets) == ['the red cube', 'the green ball']
+        assert h.node.scheduler.prompts == ['the red cube', 'the green ball']
 
 
 def test_transcript_in_another_message_type(ros_context, ros_domain_id):

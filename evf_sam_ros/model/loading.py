@@ -291,12 +291,7 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     directory, is_default = resolve_checkpoint_dir(path, allow_download=allow_download)
-    config = EvfSamConfig.from_checkpoint_dir(directory)
-    if behaviour is not None:
-        try:
-            config.behaviour = config.behaviour.replace(behaviour)
-        except ValueError as exc:
-            raise ModelLoadError(f'invalid behaviour override: {exc}') from exc
+    config = read_config(directory, behaviour)
     tokenizer = load_tokenizer(directory)
     if len(tokenizer) > config.beit3.vocab_size:
         raise ModelLoadError(f'{directory}: the tokenizer has {len(tokenizer)} tokens but the BEiT-3 embedding only '
@@ -328,6 +323,17 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
     name = 'default' if is_default else (os.fspath(path) if path is not None else str(directory))
     log.info('loaded %s (%s) on %s in %s', name, config.architecture_name, dev, torch_dtype)
     return EvfSamPredictor(model, tokenizer, device=dev, dtype=torch_dtype, name=name, is_default_model=is_default)
+
+
+def read_config(directory: pathlib.Path, behaviour: Mapping[str, Any] | EvfSamBehaviour | None = None) -> EvfSamConfig:
+    """The checkpoint's config with ``behaviour`` overrides applied (shared by every backend)."""
+    config = EvfSamConfig.from_checkpoint_dir(directory)
+    if behaviour is not None:
+        try:
+            config.behaviour = config.behaviour.replace(behaviour)
+        except ValueError as exc:
+            raise ModelLoadError(f'invalid behaviour override: {exc}') from exc
+    return config
 
 
 # ---- save_checkpoint -----------------------------------------------------------------------------------

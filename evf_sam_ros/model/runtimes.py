@@ -227,12 +227,8 @@ def load_exported(directory: pathlib.Path, *, backend: str, device: Any = 'auto'
     if wanted not in ('auto', manifest['dtype']):
         raise ModelLoadError(f'{export_dir}: the graphs were exported in {manifest["dtype"]}, not {wanted}; pass '
                              f'dtype="auto" or re-export with `evf-sam export ... --dtype {wanted}`')
-    config = EvfSamConfig.from_checkpoint_dir(export_dir)
-    if behaviour is not None:
-        try:
-            config.behaviour = config.behaviour.replace(behaviour)
-        except ValueError as exc:
-            raise ModelLoadError(f'invalid behaviour override: {exc}') from exc
+    from .loading import read_config
+    config = read_config(export_dir, behaviour)
     tokenizer = load_tokenizer(export_dir)
     runtime_device = _runtime_device(backend, device, options)
     graph_cls = _OrtGraph if backend == 'onnxruntime' else _OpenVinoGraph
