@@ -56,46 +56,39 @@ def _load(args):
 
 
 def _cmd_segment(args) -> int:
-    import torch
     from PIL import Image
 
-    from evf_sam_ros.masks import mask_area, mask_bbox, mask_centroid
+    from evf_sam_ros.pipeline import PipelineSettings, SegmentationPipeline
     from evf_sam_ros.visualization import draw_overlay
 
     rgb = _read_rgb(pathlib.Path(args.image))
     predictor, load_s = _load(args)
-
-    def timed(fn, *a):
-        if predictor.device.type == 'cuda':
-            torch.cuda.synchronize(predictor.device)
-        start = time.perf_counter()
-        value = fn(*a)
-        if predictor.device.type == 'cuda':
-            torch.cuda.synchronize(predictor.device)
-        return value, time.perf_counter() - start
-
-    features, encode_s = timed(predictor.encode_image, rgb)
-    results, segment_s = timed(predictor.segment, features, list(args.prompts))
+    # the node's pipeline: the same gating (detected / reason); every mask is written regardless
+    pipeline = SegmentationPipeline(predictor, PipelineSettings(score_threshold=args.score_threshold,
+                                                                min_mask_area=args.min_mask_area))
+    result = pipeline.run(rgb, list(args.prompts))
+    encode_s, segment_s = result.encode_s, result.segment_s
 
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     entries = []
-    for k, result in enumerate(results):
-        mask_file = f'mask_{k + 1:02d}_{_slug(result.prompt)}.png'
-        Image.fromarray(result.mask.astype(np.uint8) * 255).save(out / mask_file)
-        centroid = mask_centroid(result.mask)
+    for t in result.targets:
+        mask_file = f'mask_{t.label:02d}_{_slug(t.prompt)}.png'
+        Image.fromarray(t.mask.astype(np.uint8) * 255).save(out / mask_file)
         entries.append({
-            'prompt': result.prompt,
-            'label': k + 1,
-            'score': round(float(result.score), 5),
-            'object_score': None if result.object_score is None else round(float(result.object_score), 5),
-            'area': mask_area(result.mask),
-            'bbox_xywh': mask_bbox(result.mask),
-            'centroid_xy': None if centroid is None else [round(c, 2) for c in centroid],
+            'prompt': t.prompt,
+            'label': t.label,
+            'detected': t.detected,
+            'reason': t.reason,
+            'score': round(float(t.score), 5),
+            'object_score': None if t.object_score is None else round(float(t.object_score), 5),
+            'area': t.area,
+            'bbox_xywh': t.bbox,
+            'centroid_xy': None if t.centroid is None else [round(c, 2) for c in t.centroid],
             'mask_file': mask_file,
         })
-    texts = [f'{k + 1}: {r.prompt} {r.score:.2f}' for k, r in enumerate(results)]
-    Image.fromarray(draw_overlay(rgb, [r.mask for r in results], texts)).save(out / 'overlay.png')
+    texts = [f'{t.label}: {t.prompt} {t.score:.2f}' for t in result.targets]
+    Image.fromarray(draw_overlay(rgb, [t.mask for t in result.targets], texts)).save(out / 'overlay.png')
     summary = {
         'image': str(args.image),
         'image_size_hw': list(rgb.shape[:2]),
@@ -110,7 +103,8 @@ def _cmd_segment(args) -> int:
     (out / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
     for entry in entries:
         print(f"{entry['label']:>2}  {entry['prompt']!r:40}  score {entry['score']:+.3f}  "
-              f"area {entry['area']:>8}  bbox {entry['bbox_xywh']}")
+              f"area {entry['area']:>8}  bbox {entry['bbox_xywh']}  "
+              + ('detected' if entry['detected'] else f"not detected: {entry['reason']}"))
     print(f'evf-sam: wrote {len(entries)} mask(s), overlay.png and summary.json to {out}')
     return 0
 
@@ -178,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument('--threads', type=int, default=0, help='CPU threads (0: the runtime default)')
 
     seg = sub.add_parser('segment', help='segment an image with one or more prompts')
+    seg.add_argument('--score-threshold', type=float, default=0.5,
+                     help='min predicted IoU for "detected" (as the node; masks are written regardless)')
+    seg.add_argument('--min-mask-area', type=int, default=50, help='min mask area [px] for "detected"')
     seg.add_argument('image', help='image file (PNG, JPEG, ...)')
     seg.add_argument('prompts', nargs='+', help='referring expressions; "[semantic] x" for multitask checkpoints')
     seg.add_argument('--out', default='out', help='output directory (default: out/)')

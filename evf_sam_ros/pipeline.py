@@ -93,7 +93,9 @@ class FrameResult:
 
     image_shape: tuple[int, int]
     targets: list[Target]
-    model_s: float = 0.0
+    model_s: float = 0.0           # encode_s + segment_s
+    encode_s: float = 0.0          # image encoder (on CUDA partly counted in segment_s: it is asynchronous)
+    segment_s: float = 0.0         # all prompts, one batched pass
     geometry_s: float = 0.0
     depth_warning: str = ''        # e.g. a depth scale that looks wrong ('' = none)
 
@@ -179,12 +181,15 @@ class SegmentationPipeline:
             predictor = self.predictor
             if predictor is None:
                 raise RuntimeError('the model has been released (the node was cleaned up)')
-            results = predictor.segment(predictor.encode_image(rgb), prompts)
+            features = predictor.encode_image(rgb)
+            t_enc = time.monotonic()
+            results = predictor.segment(features, prompts)
         model_s = time.monotonic() - t0
         if len(results) != len(prompts):
             raise RuntimeError(f'the model returned {len(results)} results for {len(prompts)} prompts')
         targets = [self._target_2d(k, r, s) for k, r in enumerate(results, start=1)]
-        out = FrameResult(tuple(rgb.shape[:2]), targets, model_s=model_s)
+        out = FrameResult(tuple(rgb.shape[:2]), targets, model_s=model_s, encode_s=t_enc - t0,
+                          segment_s=model_s - (t_enc - t0))
         t1 = time.monotonic()
         self._add_3d(out, s, depth)
         out.geometry_s = time.monotonic() - t1

@@ -46,8 +46,12 @@ def centroid_errors(pred_mask: np.ndarray, scene, target: int) -> tuple[float | 
 
 
 def _gated(mask: np.ndarray, score: float, threshold: float | None) -> np.ndarray:
-    """The mask as the node reports it: empty when its predicted IoU is below ``threshold``."""
-    return mask if threshold is None or score >= threshold else np.zeros_like(mask)
+    """The mask as the node reports it: empty when the pipeline's score gate (``threshold``) rejects it."""
+    from evf_sam_ros.pipeline import PipelineSettings, gate
+    only_score = PipelineSettings(score_threshold=threshold, min_mask_area=0) if threshold is not None else None
+    if only_score is None or not gate(score, None, 1, only_score, False):
+        return mask
+    return np.zeros_like(mask)
 
 
 def evaluate_predictor(predictor, dataset: Iterable, *, limit: int | None = None, progress: bool = False,
