@@ -168,12 +168,14 @@ class FrameScheduler:
     def wait_job(self, timeout: float = 0.5) -> tuple[Job | None, str]:
         """The next job, or (None, note) after at most ``timeout`` s; note 'stale' when a frame was
         dropped for being older than max_age_s."""
+        deadline = time.monotonic() + timeout
         with self._cv:
-            job, wait, note = self._next(time.monotonic())
-            if job is None and not note:
-                self._cv.wait(timeout=min(wait, timeout) if wait else timeout)
-                job, _, note = self._next(time.monotonic())
-            return job, note
+            while True:
+                now = time.monotonic()
+                job, wait, note = self._next(now)
+                if job is not None or note or now >= deadline:
+                    return job, note
+                self._cv.wait(min(wait, deadline - now) if wait else deadline - now)
 
 
 class DepthBuffer:

@@ -90,7 +90,7 @@ def test_scheduler_keeps_only_the_latest_frame_and_respects_age_and_rate():
     s.put('old', now=time.monotonic() - 1.0)
     job, note = s.wait_job(0.05)
     assert job is None and note == 'stale' and s.counts.stale == 1
-    s.configure(max_rate_hz=5.0)
+    s.configure(max_rate_hz=5.0, max_age_s=1.0)
     s.put('a')
     assert s.wait_job(0.3)[0].frame == 'a'
     s.put('b')
