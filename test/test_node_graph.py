@@ -87,6 +87,40 @@ def test_prompt_to_mask_segmentations_centroid_markers(ros_context):
         assert ov.header.frame_id == 'camera_optical'
 
 
+def test_vision_msgs_detections_and_label_info(ros_context):
+    from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
+    from vision_msgs.msg import Detection2DArray, LabelInfo
+    plane = np.full((H, W), 1.5, np.float32)
+    with Harness(ros_context) as h:
+        assert h.wait_connected()
+        dets, infos = [], []
+        h.tester.create_subscription(Detection2DArray, '/detections', dets.append, 10)
+        latched = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
+                             durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+        h.set_prompt('the red cup; absent unicorn', 2)
+        assert _publish_until(h, 'centroid', depth=plane)
+        # subscribed after the prompt: transient local still delivers the label meaning
+        h.tester.create_subscription(LabelInfo, '/label_info', infos.append, latched)
+        assert wait_for(lambda: dets and infos)
+        info = infos[-1]
+        assert [(c.class_id, c.class_name) for c in info.class_map] == [
+            (0, 'background'), (1, 'the red cup'), (2, 'absent unicorn')]
+        d = dets[-1]
+        assert d.header.frame_id == 'camera_optical' and len(d.detections) == 1   # only the detected one
+        det = d.detections[0]
+        assert det.id == '1' and det.results[0].hypothesis.class_id == 'the red cup'
+        assert det.results[0].hypothesis.score == pytest.approx(0.9)
+        seg = next(m for m in reversed(h.received['segmentations']) if m.header.stamp == d.header.stamp)
+        s = seg.segmentations[0]   # the same frame's result: the same box and 3D position
+        b = s.bbox
+        assert (det.bbox.center.position.x, det.bbox.center.position.y) == pytest.approx(
+            (b.x_offset + b.width / 2, b.y_offset + b.height / 2))
+        assert (det.bbox.size_x, det.bbox.size_y) == (b.width, b.height)
+        pos = det.results[0].pose.pose.position
+        assert s.has_position and (pos.x, pos.y, pos.z) == pytest.approx((s.position.x, s.position.y, s.position.z))
+        assert det.results[0].pose.covariance[0] == pytest.approx(s.position_covariance[0])
+
+
 def test_multiple_prompts_labels_and_not_detected(ros_context):
     with Harness(ros_context, params={'use_depth': False}) as h:
         assert h.wait_connected()
