@@ -4,10 +4,11 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 ENV := . ./env.sh
 
-.PHONY: help setup demo test test-fast colcon-test bench bench-node clean
+.PHONY: help setup demo voice-demo test test-fast colcon-test bench bench-node clean
 
 help:
 	@echo "make demo         set up, then run the node on a synthetic camera with spoken-style commands"
+	@echo "make voice-demo   the same, the commands spoken (espeak-ng) and transcribed (pocketsphinx)"
 	@echo "make test         set up, then run the whole test suite (fails on any skipped test)"
 	@echo "make colcon-test  colcon build + colcon test in a scratch workspace"
 	@echo "make bench        model benchmark (CPU here; CUDA when available)"
@@ -19,6 +20,9 @@ setup:
 
 demo: setup
 	@$(ENV) && python -m evf_sam_ros.demo $(ARGS)
+
+voice-demo: setup
+	@$(ENV) && python -m evf_sam_ros.demo --voice $(ARGS)
 
 test: setup
 	@$(ENV) && scripts/run_tests.sh $(ARGS)

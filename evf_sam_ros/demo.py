@@ -56,6 +56,7 @@ class CommandResult:
     centre_err_cm: float | None = None       # vs the object's true 3D centre
     latency_s: float = float('nan')
     overlay: str = ''
+    heard: str = ''                          # --voice: what the speech-to-text made of the spoken command
 
     @property
     def correct(self) -> bool:
@@ -158,8 +159,25 @@ def _stamp_ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+def _voice():
+    """text -> what espeak-ng + pocketsphinx (scene grammar) make of it, as a robot's STT would."""
+    import tempfile
+
+    from evf_sam_ros import speech
+    if not (speech.espeak_available() and speech.pocketsphinx_available()):
+        raise RuntimeError('--voice needs espeak-ng (apt-get install espeak-ng) and pocketsphinx '
+                           '(pip install -r requirements/test.txt)')
+    grammar = speech.scene_grammar()
+    tmp = tempfile.mkdtemp(prefix='evf_sam_voice_')
+
+    def hear(text: str) -> str:
+        return speech.transcribe(speech.speak(text, f'{tmp}/command.wav'), grammar)
+    return hear
+
+
 def run_demo(out_dir: pathlib.Path, n_scenes: int, commands_per_scene: int, width: int, height: int,
-             model_path: str | None, rate: float, timeout_s: float, startup_timeout_s: float) -> list[CommandResult]:
+             model_path: str | None, rate: float, timeout_s: float, startup_timeout_s: float,
+             voice: bool = False) -> list[CommandResult]:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, QoSReliabilityPolicy
@@ -175,6 +193,7 @@ def run_demo(out_dir: pathlib.Path, n_scenes: int, commands_per_scene: int, widt
     t_begin = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
     script = build_script(n_scenes, commands_per_scene, width=width, height=height)
+    hear = _voice() if voice else None
     domain_id = int(os.environ['ROS_DOMAIN_ID']) if os.environ.get('ROS_DOMAIN_ID', '').isdigit() \
         else 100 + os.getpid() % 100
     print(f'[demo] ROS domain {domain_id}; starting the node ({"model " + model_path if model_path else "embedded default model"})',
@@ -254,7 +273,11 @@ def run_demo(out_dir: pathlib.Path, n_scenes: int, commands_per_scene: int, widt
                 sent_stamp = _stamp_ns(node.get_clock().now().to_msg())
                 with lock:
                     seg_msgs.clear()
-                pub_prompt.publish(String(data=cmd.text))
+                said = hear(cmd.text) if hear else cmd.text
+                res.heard = said if hear else ''
+                if hear:
+                    print(f'  said {cmd.text!r}, heard {said!r}', flush=True)
+                pub_prompt.publish(String(data=said))
                 found = None
                 while time.monotonic() - t_sent < timeout_s and found is None:
                     time.sleep(0.02)
@@ -263,12 +286,13 @@ def run_demo(out_dir: pathlib.Path, n_scenes: int, commands_per_scene: int, widt
                             # a frame stamped after the command, answering it (the node interprets the
                             # spoken command: the prompt is what it understood, the command its raw text)
                             if _stamp_ns(msg.header.stamp) > sent_stamp and msg.segmentations and \
-                                    msg.command.raw == cmd.text and \
+                                    msg.command.raw == said and \
                                     _stamp_ns(msg.header.stamp) in mask_msgs:
                                 found = (msg, mask_msgs[_stamp_ns(msg.header.stamp)])
                                 break
                 if found is None:
-                    print(f'  {cmd.text!r}: no result within {timeout_s:.0f} s', flush=True)
+                    print(f'  {said!r}: no result within {timeout_s:.0f} s (ignored or not understood: see the '
+                          "node's 'command' topic / log)", flush=True)
                     continue
                 seg_arr, mask_msg = found
                 seg = seg_arr.segmentations[0]
@@ -335,6 +359,8 @@ def print_table(results: list[CommandResult]) -> None:
     print(_HEADER)
     for r in results:
         _print_row(r)
+        if r.heard and r.heard != r.command.text:
+            print(f'    (heard: {r.heard!r})')
     ok = sum(r.correct for r in results)
     ious = [r.iou for r in results if r.received and r.command.target is not None]
     errs = [r.centroid_err_cm for r in results if r.centroid_err_cm is not None]
@@ -356,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--model', default=None, help='checkpoint directory (default: the embedded model)')
     ap.add_argument('--timeout', type=float, default=15.0, help='seconds to wait for each result')
     ap.add_argument('--startup-timeout', type=float, default=90.0)
+    ap.add_argument('--voice', action='store_true',
+                    help='speak each command (espeak-ng) and send what speech-to-text (pocketsphinx with the '
+                         "scenes' grammar) heard, as a robot's voice pipeline would")
     args = ap.parse_args(argv)
     if args.quick:
         args.scenes, args.commands = 1, 3
@@ -363,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     out = pathlib.Path(args.out)
     try:
         results = run_demo(out, args.scenes, args.commands, args.width, args.height, args.model, args.rate,
-                           args.timeout, args.startup_timeout)
+                           args.timeout, args.startup_timeout, voice=args.voice)
     except RuntimeError as e:
         print(f'[demo] FAILED: {e}', file=sys.stderr)
         return 2

@@ -101,12 +101,12 @@ def _alternatives(options) -> str:
 def scene_grammar() -> str:
     """JSGF grammar of commands about the synthetic scenes: clear words, or [politeness] [verb] one or two
     descriptions (size, colour, shape, position, ordinal, relation to another object) [closer]."""
-    from .synthetic.grammar import GENERIC, REL_WORDS, SHAPE_WORDS, SIZE_WORDS
+    from .synthetic.grammar import GENERIC, POSITION_PHRASES, REL_WORDS, SHAPE_WORDS, SIZE_WORDS
     from .synthetic.scene import COLOURS
     nouns = sorted({w for ws in SHAPE_WORDS.values() for w in ws} | set(GENERIC))
     sizes = sorted({w for ws in SIZE_WORDS.values() for w in ws})
     relations = sorted({w for ws in REL_WORDS.values() for w in ws})
-    positions = ('on the left', 'on the right', 'in the front', 'at the back', 'at the front', 'in the back')
+    positions = POSITION_PHRASES
     ordinals = ('leftmost', 'rightmost', 'closest', 'nearest', 'farthest', 'furthest')
     rules = {
         'polite': _alternatives(POLITENESS),

@@ -47,6 +47,9 @@ REL_WORDS = {
     'in_front_of': ('in front of',),
     'behind': ('behind',),
 }
+# every absolute-position phrase the expressions use (also the speech grammar's)
+POSITION_PHRASES = ('on the left', 'on the left side', 'at the left', 'on the right', 'on the right side',
+                    'at the right', 'in the front', 'at the front', 'at the back', 'in the back')
 
 
 @dataclass(frozen=True)
@@ -289,8 +292,7 @@ def vocabulary_corpus() -> list[str]:
         for w in words:
             for c in COLOURS:
                 lines.append(f'the {_pick(rng, GENERIC)} {w} the {c} {_pick(rng, SHAPE_WORDS[_pick(rng, SHAPES)])}')
-    for w in ('on the left', 'on the left side', 'at the left', 'on the right', 'on the right side', 'at the right',
-              'in the front', 'at the front', 'at the back', 'in the back'):
+    for w in POSITION_PHRASES:
         lines.append(f'the {_pick(rng, SHAPE_WORDS[_pick(rng, SHAPES)])} {w}')
     for w in ('leftmost', 'rightmost', 'closest', 'nearest', 'farthest', 'furthest'):
         for s in SHAPES:
