@@ -2,7 +2,6 @@
 that was seen: logging that crashed the process, prompts over the model's real token limit,
 malformed messages that allocated gigabytes, depth that erased detections, lifecycle transitions
 with work in flight. Model limits come from the real embedded model, not from the fake."""
-import array
 import time
 import tracemalloc
 from types import SimpleNamespace
@@ -10,7 +9,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import CompressedImage
 
 from evf_sam_ros.errors import InvalidImageError
 from evf_sam_ros.model import load_model

@@ -181,8 +181,10 @@ class SegmentNode(LifecycleNode):
             self.scheduler.configure(active=True)
             self.worker.start()
             prompts = self.scheduler.prompts
-            self.log.info(f"active: mode={self._p['mode']}, {len(prompts)} active prompt(s); publish a "
-                          f"{self._p['transcript_type']} ({self._p['prompt_mode']}) on '{self.resolve_topic_name('prompt')}' to set targets")
+            p = self._p
+            self.log.info(f"active: mode={p['mode']}, {len(prompts)} active prompt(s); publish a "
+                          f"{p['transcript_type']} ({p['prompt_mode']}) on '{self.resolve_topic_name('prompt')}' "
+                          'to set targets')
         return ret
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
