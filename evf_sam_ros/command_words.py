@@ -56,7 +56,23 @@ CLEAR_PHRASES = phrases(
     "that's all", 'that is all', "that's it", 'that is it', 'halt', 'abort', 'enough', 'done', "i'm done",
     'we are done', "we're done", 'all done', 'no', 'nope', 'no no', 'none', 'none of them', 'quit',
     'scratch that', 'drop it', 'leave it', 'freeze', 'hold on', 'wait', 'not anymore', 'no thanks',
-    'no thank you', 'stand down', 'stop all', 'cancel the command', 'ignore that', 'ignore it')
+    'no thank you', 'stand down', 'stop all', 'cancel the command', 'ignore that', 'ignore it',
+    # safety words said on their own: never a target
+    'emergency stop', 'emergency', 'e stop', 'estop', 'e-stop', 'pause', 'pause it', "that's enough",
+    'that is enough', 'shut down', 'cease', 'hold it',
+    'stay', 'stay there', 'stop moving', 'stop right there', 'kill', 'turn off', 'switch off')
+# Words that describe no object: a "target" made only of these ("can you", "please do", "i want") is ignored.
+FUNCTION_WORDS = frozenset({
+    'a', 'an', 'the', 'this', 'that', 'these', 'those', 'it', 'its', 'them', 'they', 'i', 'me', 'my', 'you',
+    'your', 'we', 'us', 'our', 'he', 'she', 'him', 'her', 'do', 'does', 'did', 'done', 'doing', 'can', 'could',
+    'would', 'will', 'shall', 'should', 'may', 'might', 'must', 'want', 'wants', 'need', 'needs', 'like', 'please',
+    'also', 'and', 'or', 'but', 'so', 'then', 'now', 'just', 'too', 'to', 'of', 'is', 'are', 'be', 'been', 'am',
+    'was', 'were', 'have', 'has', 'had', 'get', 'go', 'make', 'let', 'not', 'no', 'yes', 'ok', 'okay', 'there',
+    'here', 'up', 'down', 'out', 'on', 'off', 'in', 'at', 'some', 'any', 'all', 'thing', 'things', 'something',
+    'anything', 'everything', 'stuff', 'one', 'ones', 'again', 'more', 'thanks', 'thank', 'very', 'much', 'really',
+    "don't", 'dont', 'never', "won't", "can't", 'cannot'})
+# A no-object utterance with one of these ("don't!", "never") is a clear, not an ignore.
+NEGATION_WORDS = frozenset({"don't", 'dont', 'not', 'never', 'no', "won't", "can't", 'cannot'})
 # Verbs that, followed by an object ("forget the red cube"), still mean clear: removing one target is not
 # supported, so the safe reading is to drop them all rather than to segment the object named.
 CLEAR_VERBS = phrases('stop', 'cancel', 'forget', 'forget about', 'clear', 'drop', 'release', 'let go of',

@@ -35,7 +35,9 @@ separates two targets only when all of these hold:
 4. the two words around the separator are not a known compound ("salt and pepper", "fish and chips").
 
 An explicit ``delimiter`` (";" by default) in the transcript always wins: split on it, clean each piece,
-no "and" splitting. A transcript starting with "[semantic]" (multitask checkpoints) passes untouched.
+no "and" splitting; a piece that is a clear command clears everything ("the red cube; stop": safety first).
+Safety words on their own ("emergency stop", "pause", "don't!") clear; a "target" made only of function
+words ("can you", "please do", "i want") is ignored: it never reaches the model. A transcript starting with "[semantic]" (multitask checkpoints) passes untouched.
 Homophones are fixed only in unambiguous context (table ``HOMOPHONES`` in :mod:`.command_words`):
 "read"/"blew" before an object noun -> "red"/"blue"; "wring", "queue", "bawl" after an article, colour or
 size -> "ring", "cube", "ball".
@@ -75,12 +77,29 @@ def interpret(transcript: str, *, delimiter: str = ';', confidence: float | None
     if not text:
         why = 'empty transcript' if not raw.strip() else 'only invisible or control characters'
         return Command('ignore', (), '', raw, why)
-    if confidence is not None and confidence < min_confidence:
-        return Command('ignore', (), '', raw, f'confidence {confidence:.2f} below {min_confidence:.2f}')
+    if confidence is not None and not confidence >= min_confidence:   # NaN counts as too low
+        return Command('ignore', (), '', raw, f'confidence {confidence:.2f} below min_confidence {min_confidence:.2f}')
     if delimiter and delimiter in text:
         pieces = [_interpret_utterance(p, split=False) for p in text.split(delimiter) if p.strip()]
-        return _merge_pieces(pieces, raw)
-    return _finish(_interpret_utterance(text, split=True), raw)
+        return _without_empty_targets(_merge_pieces(pieces, raw))
+    return _without_empty_targets(_finish(_interpret_utterance(text, split=True), raw))
+
+
+def _without_empty_targets(cmd: Command) -> Command:
+    """Drop "targets" that name nothing ("can you", "please do", "i want"); none left: ignore."""
+    if cmd.action not in ('set', 'add'):
+        return cmd
+    kept = tuple(t for t in cmd.targets if t.startswith(SEMANTIC_PREFIX)
+                 or any(w not in W.FUNCTION_WORDS for w in t.split()))
+    if kept == cmd.targets:
+        return cmd
+    if not kept:
+        words = {w for t in cmd.targets for w in t.split()}
+        if words & W.NEGATION_WORDS:   # "don't!", "never": the safe reading is stop
+            return Command('clear', (), '', cmd.raw, 'clear: a negation without an object')
+        return Command('ignore', (), '', cmd.raw, 'names no object (only function words: '
+                       + ', '.join(repr(t) for t in cmd.targets) + ')')
+    return Command(cmd.action, kept, cmd.intent, cmd.raw, _describe(cmd.action, kept, cmd.intent))
 
 
 def visible_text(text: str) -> str:
@@ -109,6 +128,9 @@ def _finish(result, raw: str) -> Command:
 
 def _merge_pieces(pieces, raw: str) -> Command:
     """Delimiter-separated pieces name parallel targets; clear/ignore pieces add none."""
+    if any(a == 'clear' for a, *_ in pieces):   # safety first: a clear piece clears everything
+        return Command('clear', (), '', raw, 'clear: a piece is a clear command ('
+                       + '; '.join(r for a, _, _, r in pieces if a == 'clear') + ')')
     targets = [t for a, ts, _, _ in pieces if a in ('set', 'add') for t in ts]
     intent = next((i for _, _, i, _ in pieces if i), '')
     if targets:
