@@ -191,7 +191,11 @@ class SegmentationPipeline:
         out = FrameResult(tuple(rgb.shape[:2]), targets, model_s=model_s, encode_s=t_enc - t0,
                           segment_s=model_s - (t_enc - t0))
         t1 = time.monotonic()
-        self._add_3d(out, s, depth)
+        try:
+            self._add_3d(out, s, depth)
+        except Exception as exc:  # noqa: BLE001 - e.g. intrinsics that cannot be scaled: 2D stands
+            for t in out.detected:
+                t.centroid3d, t.position_reason = None, f'3D failed: {type(exc).__name__}: {exc}'
         out.geometry_s = time.monotonic() - t1
         return out
 

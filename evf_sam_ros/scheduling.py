@@ -85,7 +85,8 @@ class FrameScheduler:
                 self.counts.superseded += 1
             changed = list(prompts) != self._prompts
             self._prompts = list(prompts)
-            self._command = command
+            if changed or self.mode == 'once':   # a repeat of the same targets keeps what is in flight
+                self._command = command
             self._once_pending = bool(prompts) and self.mode == 'once'
             self._cv.notify_all()
             return changed
@@ -108,12 +109,12 @@ class FrameScheduler:
     def configure(self, **settings) -> None:
         """Change mode / max_rate_hz / max_age_s / active / enabled and wake the worker."""
         with self._cv:
+            if settings.get('mode', self.mode) != self.mode:
+                self._once_pending = False
             for name, value in settings.items():
                 if name not in ('mode', 'max_rate_hz', 'max_age_s', 'active', 'enabled'):
                     raise TypeError(f'unknown scheduler setting {name!r}')
                 setattr(self, name, value)
-            if settings.get('mode') is not None:
-                self._once_pending = False
             if settings.get('active'):
                 self._done_seq = self._seq   # frames received before activation are old
                 self._once_pending = bool(self._prompts) and self.mode == 'once'
@@ -207,7 +208,7 @@ class DepthBuffer:
         with self._cv:
             while True:
                 items = list(self._items)
-                late = not items or (stamp_ns > 0 and items[-1][0] < stamp_ns)
+                late = bool(items) and stamp_ns > 0 and items[-1][0] < stamp_ns   # none at all: no wait
                 remaining = deadline - time.monotonic()
                 if not late or remaining <= 0:
                     break

@@ -162,8 +162,13 @@ class Harness:
         return wait_for(lambda: len(self.node.scheduler.prompts) == n, timeout)
 
     def set_prompt(self, text, n):
+        """Publish a raw prompt command and wait until exactly its ``n`` prompts are active (not merely
+        ``n`` prompts: the previous set may have as many)."""
+        expected = [p.strip() for p in text.split(';') if p.strip()]
+        assert len(expected) == n
         self.prompt(text)
-        assert self.wait_prompts(n), f'prompt {text!r} not applied: {self.node.scheduler.prompts}'
+        assert wait_for(lambda: self.node.scheduler.prompts == expected, 5.0), \
+            f'prompt {text!r} not applied: {self.node.scheduler.prompts}'
 
     def publish_frames(self, h, w, n, first_stamp, period=0.02):
         """Publish ``n`` h x w frames with stamps first_stamp, first_stamp+1, ... s."""

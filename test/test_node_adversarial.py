@@ -46,7 +46,8 @@ def test_logging_severities_in_any_order_keep_the_stream_alive(ros_context, capf
         h.set_prompt('cup', 1)
         h.info_pub.publish(camera_info(H, W))
         h.depth_pub.publish(depth_image(np.ones((H, W), np.float32), stamp=(1, 0)))   # out of sync: WARN
-        h.set_prompt('fail here', 1)                                                     # ERROR per frame
+        h.prompt('fail here')                                                            # ERROR per frame
+        assert wait_for(lambda: h.node.scheduler.prompts == ['fail here'])
         assert _until(h, 'segmentations', 0) and wait_for(
             lambda: h.node.diagnostics_values()['inference_errors'] >= 1)
         h.prompt('   ')                                                                  # WARN: rejected

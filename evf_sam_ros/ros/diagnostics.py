@@ -57,6 +57,10 @@ def _level(v: dict, worker_dead: bool, loss_warn: float) -> tuple[int, str]:
         return DiagnosticStatus.ERROR, 'the inference worker died and is being restarted (see the log)'
     if v['state'] != 'active':
         return DiagnosticStatus.WARN, f"node is {v['state']}"
+    failing = v.get('failures_since_output', 0)
+    if failing >= 3:   # frames arrive and every one fails: the stream is dead even though the node is up
+        last = v.get('last_image_problem') or v.get('last_inference_problem') or 'see the log'
+        return DiagnosticStatus.ERROR, f'the last {failing} frames all failed, no result since: {last}'
     if not v['enabled']:
         return DiagnosticStatus.WARN, 'paused (enable false)'
     last_in = v.get('seconds_since_image')

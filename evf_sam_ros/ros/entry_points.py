@@ -33,7 +33,8 @@ def run_node(make_node, args=None, executor_factory=None) -> int:
     try:
         node = make_node()
         executor.add_node(node)
-        executor.spin()
+        while rclpy.ok():   # short waits: a signal is handled within 0.25 s even with no traffic
+            executor.spin_once(timeout_sec=0.25)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

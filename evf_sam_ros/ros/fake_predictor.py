@@ -94,7 +94,8 @@ class FakePredictor:
     def encode_image(self, rgb):
         rgb = np.asarray(rgb)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ValueError(f'expected HxWx3 uint8, got {rgb.shape} {rgb.dtype}')
+            from evf_sam_ros.errors import InvalidImageError
+            raise InvalidImageError(f'expected HxWx3 uint8, got {rgb.shape} {rgb.dtype}')
         t0 = time.monotonic()
         with self._lock:
             self._active += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import array
 import io
+import warnings
 
 import numpy as np
 
@@ -107,8 +108,13 @@ def decode_compressed(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     if not data:
         raise InvalidImageError('compressed image has no data')
     try:
-        with PILImage.open(io.BytesIO(data)) as header:
-            w, h = header.size
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', PILImage.DecompressionBombWarning)
+            with PILImage.open(io.BytesIO(data)) as header:
+                w, h = header.size
+    except PILImage.DecompressionBombError as exc:   # PIL refuses > 2 x its MAX_IMAGE_PIXELS itself
+        raise InvalidImageError(f"compressed image ('{msg.format}') is larger than max_image_pixels={max_pixels} "
+                                f'({exc}); resize it upstream') from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InvalidImageError(f"compressed image ({len(data)} bytes, format '{msg.format}') is not a "
                                 f'readable image ({exc}); publish jpeg or png (image_transport '

@@ -35,11 +35,16 @@ def make_predictor(factory, p: dict):
     return predictor
 
 
-def release_predictor(pipeline) -> None:
-    """Drop the model and give cached GPU memory back (waits for a run in flight to finish)."""
-    with pipeline.model_lock:
+def release_predictor(pipeline, timeout: float = -1) -> None:
+    """Drop the model and give cached GPU memory back; waits for a run in flight to finish (at most
+    ``timeout`` s; -1 = as long as it takes)."""
+    locked = pipeline.model_lock.acquire(timeout=timeout)
+    try:
         device = str(getattr(pipeline.predictor, 'device', ''))
         pipeline.predictor = None
+    finally:
+        if locked:
+            pipeline.model_lock.release()
     gc.collect()
     if device.startswith('cuda') and 'torch' in sys.modules:
         import torch

@@ -18,8 +18,10 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import traceback
 
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.parameter import Parameter
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
@@ -78,10 +80,15 @@ class SegmentNode(LifecycleNode):
                 default = P.PARAM_BY_NAME[name].default
                 self.log.warn(f'invalid parameter: {why}; using {name}={default!r}', 'param', 0.0)
                 self._p[name] = default
-        if hasattr(self, 'add_pre_set_parameters_callback'):   # Jazzy and newer
+                self.set_parameters([Parameter(name, value=default)])   # what `ros2 param get` shows
+        # pre/post-set callbacks exist from Iron on; on Humble the update is applied in the on-set callback
+        self._has_post_set = hasattr(self, 'add_post_set_parameters_callback')
+        if hasattr(self, 'add_pre_set_parameters_callback'):
             self.add_pre_set_parameters_callback(P.coerce)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.add_post_set_parameters_callback(self._after_set_parameters)
+        if self._has_post_set:
+            self.add_post_set_parameters_callback(self._after_set_parameters)
+        self.publish_lock = threading.Lock()   # orders frame results after the commands they answer
 
         self.stats = NodeStats()
         self.scheduler = FrameScheduler(mode=self._p['mode'], max_rate_hz=self._p['max_rate_hz'],
@@ -95,6 +102,7 @@ class SegmentNode(LifecycleNode):
         self._subs = []
         self._last_image = None
         self.last_frame_id = ''
+        self.last_frame_shape = None   # (h, w) of the last raw image, for the empty mask of a clear
         self.prompt_input: PromptInput | None = None
         self._input_group = MutuallyExclusiveCallbackGroup()
         control = MutuallyExclusiveCallbackGroup()
@@ -127,6 +135,8 @@ class SegmentNode(LifecycleNode):
             why = P.validate(prm.name, prm.value, current) if prm.name in P.PARAM_BY_NAME else None
             if why:
                 return SetParametersResult(successful=False, reason=why)
+        if not self._has_post_set:
+            self._after_set_parameters(params)
         return SetParametersResult(successful=True)
 
     def _after_set_parameters(self, params) -> None:
@@ -141,6 +151,14 @@ class SegmentNode(LifecycleNode):
 
     # ---------------------------------------------------------------- lifecycle
     def on_configure(self, state) -> TransitionCallbackReturn:
+        try:
+            return self._configure()
+        except Exception:  # noqa: BLE001 - rclpy would turn it into ERROR without a word
+            self.log.error('configure failed:\n' + traceback.format_exc(), 'lifecycle', 0.0)
+            self._teardown()
+            return TransitionCallbackReturn.FAILURE
+
+    def _configure(self) -> TransitionCallbackReturn:
         p = self._p
         self.log.debug('configuring with ' + ', '.join(f'{k}={v!r}' for k, v in sorted(p.items())))
         try:
@@ -176,10 +194,15 @@ class SegmentNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state) -> TransitionCallbackReturn:
-        ret = super().on_activate(state)   # activates the lifecycle publishers
+        try:
+            ret = super().on_activate(state)   # activates the lifecycle publishers
+        except Exception:  # noqa: BLE001
+            self.log.error('activate failed:\n' + traceback.format_exc(), 'lifecycle', 0.0)
+            return TransitionCallbackReturn.FAILURE
         if ret == TransitionCallbackReturn.SUCCESS:
             self.scheduler.configure(active=True)
             self.worker.start()
+            self.prompt_input.republish()   # latched command + label_info of prompts set while inactive
             prompts = self.scheduler.prompts
             p = self._p
             self.log.info(f"active: mode={p['mode']}, {len(prompts)} active prompt(s); publish a "
@@ -226,12 +249,13 @@ class SegmentNode(LifecycleNode):
             release_predictor(pipeline)
 
     def close(self) -> None:
-        """Stop the worker and release the model (before destroy_node); logs nothing."""
+        """Stop the worker and drop the model at process exit (before destroy_node); logs nothing and
+        waits at most a few seconds for a frame in the model (the process is ending anyway)."""
         self.scheduler.configure(active=False)
-        self.worker.stop()
+        self.worker.stop(timeout=3.0)
         pipeline, self.pipeline = self.pipeline, None
         if pipeline is not None:
-            release_predictor(pipeline)
+            release_predictor(pipeline, timeout=2.0)
 
     # ---------------------------------------------------------------- inputs
     def _create_subscriptions(self) -> None:
@@ -254,6 +278,8 @@ class SegmentNode(LifecycleNode):
         now = time.monotonic()
         self._last_image = now
         self.last_frame_id = msg.header.frame_id
+        if hasattr(msg, 'height'):
+            self.last_frame_shape = (int(msg.height), int(msg.width))
         self.stats.in_rate.tick(now)
         self.stats.image_loss.add(stamp_ns(msg.header))
         self.scheduler.put(msg, now)
@@ -297,11 +323,13 @@ class SegmentNode(LifecycleNode):
 
     # ---------------------------------------------------------------- diagnostics
     def diagnostics_values(self) -> dict:
-        pr = self.pipeline.predictor if self.pipeline is not None else None
+        pipeline = self.pipeline
+        pr = pipeline.predictor if pipeline is not None else None
         vals = {'state': self._state_label(), 'enabled': self.scheduler.enabled, 'mode': self._p['mode'],
                 'active_prompts': len(self.scheduler.prompts),
                 'seconds_since_image': seconds_since(self._last_image)}
         vals.update(self.stats.values())
+        vals['failures_since_output'] = self.worker.failures_since_output
         c = self.scheduler.counts
         vals.update(received=c.received, dropped=c.dropped, stale=c.stale)
         vals['model'] = getattr(pr, 'name', '') if pr is not None else ''

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from geometry_msgs.msg import PointStamped
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -75,11 +77,14 @@ class Outputs:
         self.markers.publish(M.clear_markers_msg(header))
         self._markers_shown = False
 
-    def cleared(self, command: PromptCommand, frame_id: str) -> None:
-        """A clear command's answer: an empty result (no target, no detection), markers removed."""
-        header = command.header.__class__(stamp=command.header.stamp, frame_id=frame_id)
+    def cleared(self, command: PromptCommand, shape) -> None:
+        """A clear command's answer: an empty result (no target, no detection), an empty label mask of
+        the last frame's size (so the last one shown is not the old target's), markers removed."""
+        header = command.header
         self.segmentations.publish(SegmentationArray(header=header, command=command))
         self.detections.publish(M.detections_msg(header, []))
+        if shape is not None:
+            self.mask.publish(M.label_mask_msg(header, np.zeros(shape, np.uint8)))
         self.clear_markers(header)
 
     def prompt_set(self, command: PromptCommand, threshold: float) -> None:

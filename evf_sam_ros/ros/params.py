@@ -68,7 +68,7 @@ PARAMS = [
       '<image>/compressed (sensor_msgs/CompressedImage)', read_only=True),
     P('max_image_pixels', 40_000_000, 'largest accepted input image [pixels] (colour, depth and the '
       'decoded size of compressed images, checked before anything is allocated); larger frames are '
-      'rejected with a warning', range=(1, 1_000_000_000)),
+      'rejected with a warning', range=(1, 150_000_000)),
     P('frame_loss_warn', 0.2, 'warn (and report WARN in /diagnostics) when more than this share of '
       "the camera's frames never arrive (estimated from their stamps); 1 = never warn",
       range=(0.0, 1.0)),

@@ -24,6 +24,7 @@ class PromptInput:
         self.node = node
         p = node.params
         self.source = TranscriptSource(p['transcript_type'], p['transcript_field'])
+        self._last: PromptCommand | None = None   # the last accepted command (republished on activate)
 
     def subscribe(self, callback_group):
         return self.node.create_subscription(self.source.msg_type, 'prompt', self.on_message,
@@ -39,7 +40,22 @@ class PromptInput:
         raw = p['prompt_mode'] == 'raw' if raw is None else raw
         cmd = PromptCommand(raw=text)
         cmd.header.stamp = node.get_clock().now().to_msg()   # transcripts often carry no header
+        cmd.header.frame_id = node.last_frame_id
         current = node.scheduler.prompts
+        limit = p['max_prompts'] * (p['max_prompt_chars'] + 1)
+        if len(text) > limit:   # bound the interpreter's work in the input callback group
+            node.stats.count('prompts_rejected')
+            cmd.action, cmd.targets = 'rejected', current
+            cmd.reason = (f'rejected, keeping the previous {len(current)} prompt(s): {len(text)} characters, more '
+                          f'than max_prompts x max_prompt_chars = {limit}')
+            node.log.warn(f'prompt {text[:80]!r}... {cmd.reason}', 'prompt', 1.0)
+            self._publish(cmd)
+            return
+        if raw and not text and not self.source.is_string_type:
+            # an empty field of a speech message is a partial transcript, not "clear"
+            cmd.action, cmd.targets, cmd.reason = 'ignore', current, 'empty transcript field'
+            self._publish(cmd)
+            return
         try:
             if raw:
                 prompts = parse_prompt_command(text, delimiter=p['prompt_delimiter'], max_prompts=p['max_prompts'],
@@ -69,10 +85,12 @@ class PromptInput:
             self._publish(cmd)
             return
         cmd.targets = prompts
-        superseded = node.scheduler.counts.superseded
-        changed = node.scheduler.set_prompts(prompts, cmd)
-        node.stats.count('commands_superseded', node.scheduler.counts.superseded - superseded)
-        self._publish(cmd, accepted=True)
+        with node.publish_lock:   # no result of the previous command is published after this one's
+            superseded = node.scheduler.counts.superseded
+            changed = node.scheduler.set_prompts(prompts, cmd)
+            node.stats.count('commands_superseded', node.scheduler.counts.superseded - superseded)
+            self._last = cmd
+            self._publish(cmd, accepted=True)
         if not changed:
             node.log.debug(f'prompt command repeated: {prompts}')
         elif prompts:
@@ -80,13 +98,19 @@ class PromptInput:
         else:
             node.log.info(f'prompts cleared ({text[:40]!r})')
 
+    def republish(self) -> None:
+        """On activation: the latched command and label_info of prompts accepted while inactive."""
+        if self._last is not None:
+            self._publish(self._last, accepted=True)
+
     def _publish(self, cmd: PromptCommand, accepted: bool = False) -> None:
         node = self.node
-        if node.outputs is None or not node.scheduler.active:
+        outputs = node.outputs
+        if outputs is None or not node.scheduler.active:
             return
         if accepted:
-            node.outputs.prompt_set(cmd, node.params['score_threshold'])
+            outputs.prompt_set(cmd, node.params['score_threshold'])
             if not cmd.targets:
-                node.outputs.cleared(cmd, node.last_frame_id)
+                outputs.cleared(cmd, node.last_frame_shape)
         else:
-            node.outputs.command.publish(cmd)
+            outputs.command.publish(cmd)

@@ -22,6 +22,7 @@ class TranscriptSource:
             raise ValueError(f"transcript_field '{field}' is not a string field of {type_name} (its string "
                              f"fields: {', '.join(strings) or 'none'})")
         self.field = field
+        self.is_string_type = type_name.replace('/msg/', '/') == 'std_msgs/String'
         self.has_confidence = fields.get('confidence') in ('float', 'double')
 
     def read(self, msg) -> tuple[str, float | None]:

@@ -30,54 +30,69 @@ def _is_oom(exc: BaseException) -> bool:
 class InferenceWorker:
     def __init__(self, node) -> None:
         self.node = node
+        self._lock = threading.Lock()                # start / stop / check_alive
         self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._stop = threading.Event()               # one per thread: a late old thread never resumes
         self._warned_depth_scale = False
+        self.failures_since_output = 0               # frames that failed since the last published result
 
     # ---- thread ------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        t = self._thread
+        return t is not None and t.is_alive()
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name='evf_sam_worker', daemon=True)
-        self._thread.start()
+        with self._lock:
+            self._start_locked()
+
+    def _start_locked(self) -> None:
+        stop = threading.Event()
+        thread = threading.Thread(target=self._loop, args=(stop,), name='evf_sam_worker', daemon=True)
+        thread.start()
+        self._thread, self._stop = thread, stop
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
+        with self._lock:
+            t, self._thread = self._thread, None
+            self._stop.set()
         self.node.scheduler.wake()
-        t, self._thread = self._thread, None
         if t is not None and t is not threading.current_thread():
             t.join(timeout)
 
     def check_alive(self) -> bool:
         """True if the worker should run but had died (it is restarted, loudly)."""
-        if self._thread is None or self._thread.is_alive() or self._stop.is_set():
-            return False
-        self.node.stats.count('worker_restarts')
-        self.node.log.error('the inference worker thread died unexpectedly (see the traceback above); '
-                            'restarting it', 'worker', 0.0)
-        self.start()
-        return True
+        with self._lock:
+            t = self._thread
+            if t is None or t.is_alive() or self._stop.is_set():
+                return False
+            self.node.stats.count('worker_restarts')
+            self.node.log.error('the inference worker thread died unexpectedly (see the traceback above); '
+                                'restarting it', 'worker', 0.0)
+            self._start_locked()
+            return True
 
-    def _loop(self) -> None:
+    def _loop(self, stop: threading.Event) -> None:
         node = self.node
-        while not self._stop.is_set():
+        while not stop.is_set():
             job, note = node.scheduler.wait_job(0.5)
             if note == 'stale':
                 node.log.warn(f'latest frame is {node.scheduler.stale_age:.2f} s old (max_image_age '
                               f"{node.params['max_image_age']} s); not segmenting it. Is the camera still "
                               'publishing?', 'stale')
-            if job is None:
+            if job is None or stop.is_set():
                 continue
             try:
                 self._process(job)
             except Exception as exc:  # noqa: BLE001 - e.g. publishing during shutdown
-                if not node.context.ok() or self._stop.is_set():
+                if not node.context.ok() or stop.is_set():
                     return
+                self._failed()
                 node.stats.count('inference_errors')
                 node.log.error(f'frame failed: {type(exc).__name__}: {exc}', 'inference')
+
+    def _failed(self) -> None:
+        self.failures_since_output += 1
 
     # ---- one frame ---------------------------------------------------------------------------
     def _decode(self, msg):
@@ -86,21 +101,31 @@ class InferenceWorker:
             return decode_compressed(msg, max_px)
         return image_to_rgb(msg, max_px)
 
-    def _run(self, msg, prompts, *, live_depth: bool):
-        """(rgb, FrameResult) or None after reporting why; ``live_depth``: use the camera's depth."""
+    def _run(self, msg, prompts, *, live_depth: bool, stream: bool = True):
+        """(rgb, FrameResult) or None after reporting why; ``live_depth``: use the camera's depth;
+        ``stream``: a camera frame (counted and logged as the stream's), else a service request."""
         node = self.node
         pipeline = node.pipeline
         if pipeline is None:
             return None
+        # the depth image of this frame, taken now (the buffer moves on during inference); if it is
+        # not there yet, it is looked for again after inference
+        early = node.depth.closest(stamp_ns(msg.header), node.params['depth_sync_tolerance'],
+                                   wait_s=0.0)[0] if live_depth else None
         try:
             rgb = self._decode(msg)
-            depth = (lambda: self.depth_for(msg.header, rgb.shape)) if live_depth else None
+            depth = (lambda: self.depth_for(msg.header, early)) if live_depth else None
             result = pipeline.run(rgb, prompts, depth=depth)
-        except (InvalidImageError, InvalidPromptError) as exc:
-            node.stats.count('bad_frames')
-            node.log.warn(f'image rejected: {exc}', 'image')
+        except InvalidImageError as exc:
+            if stream:
+                self._failed()
+                node.stats.count('bad_frames')
+                node.log.warn(f'image rejected: {exc}', 'image')
             raise
         except Exception as exc:  # noqa: BLE001 - one failed frame must not stop the stream
+            if not stream or node.pipeline is None:   # a request, or the model was released meanwhile
+                raise
+            self._failed()
             node.stats.count('inference_errors')
             if _is_oom(exc):
                 node.log.error(f'out of memory on this frame, skipped it ({exc}); lower the resolution or '
@@ -125,11 +150,19 @@ class InferenceWorker:
             out = self._run(job.frame, job.prompts, live_depth=True)
         except Exception:  # noqa: BLE001 - reported in _run
             return
-        if out is None or node.outputs is None or not node.scheduler.active:
+        if out is None:
             return
         rgb, result = out
         header = job.frame.header
-        node.outputs.frame(header, rgb, result, job.command, node.params)
+        with node.publish_lock:   # ordered with prompt commands: nothing of an old command after a new one
+            outputs = node.outputs
+            if outputs is None or not node.scheduler.active:
+                return
+            if node.scheduler.command is not job.command:
+                node.stats.count('results_superseded')   # e.g. "stop" arrived during inference
+                return
+            outputs.frame(header, rgb, result, job.command, node.params)
+        self.failures_since_output = 0
         done = time.monotonic()
         s = node.stats
         s.out_rate.tick(done)
@@ -144,15 +177,18 @@ class InferenceWorker:
         if st > 0:
             s.timings['age_ms'].add((node.get_clock().now().nanoseconds - st) / 1e6)
 
-    def depth_for(self, header, shape):
-        """(DepthFrame | None, Intrinsics | None, why not) for a camera frame."""
+    def depth_for(self, header, early=None):
+        """(DepthFrame | None, Intrinsics | None, why not) for a camera frame; ``early``: its depth
+        image if it was already there when the frame was taken."""
         node = self.node
         intrinsics, why = node.intrinsics
         if intrinsics is None:
             return None, None, why
-        msg, why = node.depth.closest(stamp_ns(header), node.params['depth_sync_tolerance'])
+        msg = early
         if msg is None:
-            return None, None, why
+            msg, why = node.depth.closest(stamp_ns(header), node.params['depth_sync_tolerance'])
+            if msg is None:
+                return None, None, why
         try:
             raw, scale = depth_from_msg(msg, node.params['max_image_pixels'])
         except InvalidImageError as exc:
@@ -166,7 +202,8 @@ class InferenceWorker:
         node = self.node
         resp.success = False
         p = node.params
-        if node.pipeline is None or not node.scheduler.active:
+        pipeline = node.pipeline
+        if pipeline is None or not node.scheduler.active:
             resp.message = (f'node is not active (state: {node._state_label()}); activate it with '
                             'ros2 lifecycle set <node> activate')
             return resp
@@ -176,7 +213,7 @@ class InferenceWorker:
             if not prompts:
                 resp.message = 'no prompts in the request and no active prompt set'
                 return resp
-            node.pipeline.check_prompts(prompts)
+            pipeline.check_prompts(prompts)
         except InvalidPromptError as exc:
             resp.message = f'prompts rejected: {exc}'
             return resp
@@ -195,15 +232,15 @@ class InferenceWorker:
         else:
             msg = req.image
         try:
-            out = self._run(msg, prompts, live_depth=live)
-        except (InvalidImageError, InvalidPromptError) as exc:
+            out = self._run(msg, prompts, live_depth=live, stream=False)
+        except InvalidImageError as exc:
             resp.message = f'image rejected: {exc}'
             return resp
         except Exception as exc:  # noqa: BLE001
             resp.message = f'inference failed: {type(exc).__name__}: {exc}'
             return resp
-        if out is None:
-            resp.message = 'the node was cleaned up during the call'
+        if out is None or node.pipeline is None:
+            resp.message = 'the node was cleaned up during the call; configure and activate it again'
             return resp
         _, result = out
         resp.result = M.segmentation_array_msg(msg.header, result.targets)
