@@ -42,6 +42,8 @@ step() {  # step NAME SECONDS COMMAND...
   "$PY" -c 'import onnxruntime as o; print("onnxruntime", o.__version__, o.get_available_providers())' 2>&1 | tail -1
   command -v trtexec || echo "trtexec: not installed"; } 2>&1 | tee "$LOG"
 
+"$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' \
+  || { echo "gpu_check: torch sees no CUDA GPU; nothing to measure" | tee -a "$LOG"; exit 2; }
 step "1 CUDA tests" 80 "$PY" -m pytest test/test_model_cuda.py -m cuda -q -s -p no:cacheprovider
 step "2 torch eager fp16, full size" 180 "$PY" bench/bench_model.py --models evf-sam2,evf-sam --device cuda \
   --dtype fp16 --prompts 1,4,16 --repeats 20 --warmup 3
