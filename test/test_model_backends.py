@@ -194,3 +194,18 @@ def test_graphs_follow_tensorrt_conventions(exported, arch):
                 assert not symbolic, f'{name}.{tensor} must be static for TensorRT: {shape}'
             else:  # only the prompt count and the text length vary
                 assert set(symbolic) <= {'prompts', 'text_tokens'}, f'{name}.{tensor}: {shape}'
+
+
+def test_int8_weights_run_and_are_marked(exported, torch_cases, tmp_path):
+    _require('onnxruntime')
+    from evf_sam_ros.model.quantize import quantize_export
+
+    cases, images = torch_cases
+    reference = cases['sam1_vit']['predictor']
+    out = quantize_export(exported['sam1'], tmp_path / 'int8')
+    assert json.loads((out / 'export.json').read_text())['weights'] == {'int8_dynamic': ['image_encoder',
+                                                                                         'text_encoder']}
+    predictor = load_model(out, backend='onnxruntime', backend_options={'threads': 1})
+    results = predictor.segment(predictor.encode_image(images['landscape']), cases['sam1_vit']['prompts'])
+    assert [r.mask.shape for r in results] == [images['landscape'].shape[:2]] * len(results)
+    assert reference.config.behaviour == predictor.config.behaviour
