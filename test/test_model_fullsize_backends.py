@@ -39,7 +39,6 @@ def fullsize_export(request, fullsize_dir, tmp_path_factory):
     out = export_onnx(predictor.model, ckpt, tmp_path_factory.mktemp(f'{case}_onnx'))
     del predictor, features
     gc.collect()
-    shutil.rmtree(ckpt / 'model.safetensors', ignore_errors=True)
     (ckpt / 'model.safetensors').unlink(missing_ok=True)
     yield case, reference, out, prompts
     shutil.rmtree(out, ignore_errors=True)
