@@ -8,10 +8,12 @@ Each (model, variant) runs in its own process, one after the other, so peak RSS 
 (loading included). Full-size models (``evf_sam2_hieral``, ``evf_sam_vith``, ...) use the fixture's
 deterministic random weights (../shared/fixtures/evf_fullsize); checkpoints and exports are cached in
 --work-dir. Variants: ``torch``, ``ort:<optimization>``, ``ort-spin:<optimization>`` (thread spin-waiting
-on), ``ort-int8:<optimization>`` (dynamic int8 weights), ``ov:<hint>``; on a GPU machine ``ort-cuda``
+on), ``ort-int8:<optimization>`` (dynamic int8 weights), ``ov:<hint>``, ``ov-bf16:<hint>`` (OpenVINO
+bf16 inference precision, CPUs with AVX512-BF16/AMX); on a GPU machine ``ort-cuda``
 and ``ort-trt`` (onnxruntime-gpu's CUDA / TensorRT execution providers; CPU pre/post-processing).
 Stages: preprocess, SAM image encoder, BEiT-3 (+ tokenizer), decoder + selection, post-process; ``frame`` =
-their sum for one frame; exported variants also report their worst mask IoU against torch (the int8 variant's accuracy cost).
+their sum for one frame; exported variants also report their worst mask IoU against torch (what int8 or
+bf16 costs in accuracy).
 """
 from __future__ import annotations
 
@@ -86,7 +88,9 @@ def load(variant: str, path: str, threads: int):
     if kind in ('ort', 'ort-int8', 'ort-spin'):
         return load_model(path, backend='onnxruntime', backend_options={
             'threads': threads, 'optimization': option or 'all', 'spinning': kind == 'ort-spin'})
-    return load_model(path, backend='openvino', backend_options={'threads': threads, 'hint': option or 'LATENCY'})
+    precision = 'bf16' if kind == 'ov-bf16' else 'f32'
+    return load_model(path, backend='openvino', backend_options={'threads': threads, 'hint': option or 'LATENCY',
+                                                                 'precision': precision})
 
 
 def run_stages(predictor, rgb, prompts, times: dict) -> list:

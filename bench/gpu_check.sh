@@ -6,10 +6,10 @@
 # Needs python3 with a CUDA build of torch, transformers, tokenizers, sentencepiece, safetensors, pillow
 # (onnx/onnxscript/onnxruntime-gpu optional; no ROS). Uses ./env.sh when present, else the checkout on
 # PYTHONPATH. The fixtures come from ../shared or $EVF_SAM_SHARED_DIR. With this workplace's device tool
-# (../shared does not travel), first, on the developer machine, in the repository root:
-#   mkdir -p .gpu_shared && cp -r ../shared/fixtures ../shared/reference .gpu_shared/ \
-#     && echo /.gpu_shared/ >> .git/info/exclude
-# then run with carry [".gpu_shared"]:  EVF_SAM_SHARED_DIR=.gpu_shared bench/gpu_check.sh $OUT
+# (../shared does not travel), first, on the developer machine, in the repository root (.gitignore has it):
+#   mkdir -p .gpu_shared && cp -r ../shared/fixtures ../shared/reference .gpu_shared/     # ~25 MB
+# then run with carry [".gpu_shared"] and a timeout of 600 s:
+#   EVF_SAM_SHARED_DIR=.gpu_shared bench/gpu_check.sh $OUT
 #
 # Steps (each under its own time limit, so one slow step cannot eat the others'):
 #   1. the CUDA-marked tests (fp32/fp16/bf16 vs CPU fp32 masks; ORT CUDA EP if installed)      ~1 min
@@ -42,12 +42,14 @@ step() {  # step NAME SECONDS COMMAND...
   "$PY" -c 'import onnxruntime as o; print("onnxruntime", o.__version__, o.get_available_providers())' 2>&1 | tail -1
   command -v trtexec || echo "trtexec: not installed"; } 2>&1 | tee "$LOG"
 
-step "1 CUDA tests" 100 "$PY" -m pytest test/test_model_cuda.py -m cuda -q -s -p no:cacheprovider
-step "2 torch eager fp16, full size" 130 "$PY" bench/bench_model.py --models evf-sam2,evf-sam --device cuda \
+"$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' \
+  || { echo "gpu_check: torch sees no CUDA GPU; nothing to measure" | tee -a "$LOG"; exit 2; }
+step "1 CUDA tests" 80 "$PY" -m pytest test/test_model_cuda.py -m cuda -q -s -p no:cacheprovider
+step "2 torch eager fp16, full size" 180 "$PY" bench/bench_model.py --models evf-sam2,evf-sam --device cuda \
   --dtype fp16 --prompts 1,4,16 --repeats 20 --warmup 3
-step "3 torch eager bf16, EVF-SAM2" 70 "$PY" bench/bench_model.py --models evf-sam2 --device cuda --dtype bf16 \
+step "3 torch eager bf16, EVF-SAM2" 60 "$PY" bench/bench_model.py --models evf-sam2 --device cuda --dtype bf16 \
   --prompts 1,4,16 --repeats 20 --warmup 3
-step "4 torch.compile fp16, EVF-SAM2" 120 "$PY" bench/bench_model.py --models evf-sam2 --device cuda --dtype fp16 \
+step "4 torch.compile fp16, EVF-SAM2" 110 "$PY" bench/bench_model.py --models evf-sam2 --device cuda --dtype fp16 \
   --prompts 1,4 --repeats 20 --warmup 3 --compile default
 
 if "$PY" -c 'import onnxruntime as o, sys; sys.exit("CUDAExecutionProvider" not in o.get_available_providers())' \

@@ -147,8 +147,22 @@ def _cmd_export(args) -> int:
         out = default_model_export_dir(directory) if is_default else directory / 'onnx'
     start = time.perf_counter()
     predictor = load_model(model, device='cpu', dtype='fp32', allow_download=args.allow_download)
-    export_onnx(predictor.model, directory, out, dtype=args.dtype, opset=args.opset, source=str(directory))
-    print(f'evf-sam: exported {predictor.config.architecture_name} ({args.dtype}) to {out} in '
+    if args.int8:
+        import shutil
+        import tempfile
+
+        from evf_sam_ros.model.quantize import quantize_export
+
+        if args.dtype != 'fp32':
+            raise SystemExit('evf-sam: error: --int8 quantises an fp32 export; drop --dtype fp16')
+        with tempfile.TemporaryDirectory(dir=out.parent if out.parent.is_dir() else None) as tmp:
+            export_onnx(predictor.model, directory, tmp, opset=args.opset, source=str(directory))
+            shutil.rmtree(out, ignore_errors=True)
+            quantize_export(tmp, out)
+    else:
+        export_onnx(predictor.model, directory, out, dtype=args.dtype, opset=args.opset, source=str(directory))
+    print(f'evf-sam: exported {predictor.config.architecture_name} ({"int8 weights" if args.int8 else args.dtype}) '
+          f'to {out} in '
           f'{time.perf_counter() - start:.1f} s; use it with --backend onnxruntime|openvino '
           f'(load_model({str(out)!r}, backend="onnxruntime"))')
     return 0
@@ -193,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
                           'user-cache folder)')
     exp.add_argument('--dtype', default='fp32', choices=['fp32', 'fp16'], help='graph precision (fp16: GPUs)')
     exp.add_argument('--opset', type=int, default=18, help='ONNX opset (default 18)')
+    exp.add_argument('--int8', action='store_true',
+                     help='int8 weights in the image encoder and text branch (faster on CPUs with VNNI; changes '
+                          'masks slightly, see the README; off by default)')
     exp.add_argument('--threads', type=int, default=0, help='torch CPU threads while exporting')
     exp.add_argument('--allow-download', action='store_true', help='download a Hugging Face id if not cached')
     exp.set_defaults(func=_cmd_export)

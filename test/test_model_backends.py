@@ -169,3 +169,43 @@ def test_load_errors(exported, tiny_checkpoint_sam1):
 
 def test_dtype_auto_is_fp32_on_cpu(tiny_checkpoint_sam1):
     assert load_model(tiny_checkpoint_sam1, device='cpu', dtype='auto').dtype == torch.float32
+
+
+# ops of the exported graphs; all are in TensorRT 10's ONNX parser support matrix (opset 18)
+TENSORRT_OPS = {'Add', 'Cast', 'Concat', 'Conv', 'ConvTranspose', 'Div', 'Einsum', 'Erf', 'Expand', 'Gather', 'Gemm',
+                'IsNaN', 'LayerNormalization', 'MatMul', 'MaxPool', 'Mul', 'Pad', 'Relu', 'Reshape', 'Resize', 'Shape',
+                'Sigmoid', 'Slice', 'Softmax', 'Squeeze', 'Tile', 'Transpose', 'Unsqueeze', 'Where'}
+
+
+@pytest.mark.parametrize('arch', ['sam1', 'sam2'])
+def test_graphs_follow_tensorrt_conventions(exported, arch):
+    onnx = pytest.importorskip('onnx', reason='onnx is not installed (pip install -r requirements/deploy.txt)')
+    manifest = json.loads((exported[arch] / 'export.json').read_text())
+    for name, graph in manifest['graphs'].items():
+        model = onnx.load(str(exported[arch] / graph['file']), load_external_data=False)
+        assert model.opset_import[0].version == 18
+        assert {n.op_type for n in model.graph.node} <= TENSORRT_OPS, name
+        dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+                for i in [*model.graph.input, *model.graph.output]}
+        assert [i.name for i in model.graph.input] == graph['inputs']
+        for tensor, shape in dims.items():
+            symbolic = [d for d in shape if isinstance(d, str)]
+            if name == 'image_encoder' or tensor.startswith(('sam_', 'beit3_', 'image_', 'high_res_')):
+                assert not symbolic, f'{name}.{tensor} must be static for TensorRT: {shape}'
+            else:  # only the prompt count and the text length vary
+                assert set(symbolic) <= {'prompts', 'text_tokens'}, f'{name}.{tensor}: {shape}'
+
+
+def test_int8_weights_run_and_are_marked(exported, torch_cases, tmp_path):
+    _require('onnxruntime')
+    from evf_sam_ros.model.quantize import quantize_export
+
+    cases, images = torch_cases
+    reference = cases['sam1_vit']['predictor']
+    out = quantize_export(exported['sam1'], tmp_path / 'int8')
+    assert json.loads((out / 'export.json').read_text())['weights'] == {'int8_dynamic': ['image_encoder',
+                                                                                         'text_encoder']}
+    predictor = load_model(out, backend='onnxruntime', backend_options={'threads': 1})
+    results = predictor.segment(predictor.encode_image(images['landscape']), cases['sam1_vit']['prompts'])
+    assert [r.mask.shape for r in results] == [images['landscape'].shape[:2]] * len(results)
+    assert reference.config.behaviour == predictor.config.behaviour

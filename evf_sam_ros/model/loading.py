@@ -5,7 +5,7 @@ A checkpoint directory holds ``config.json``, the weights (``model.safetensors``
 such a directory, or a Hugging Face id (``YxZhang/evf-sam2``) that is already in the local HF cache; it
 downloads only with ``allow_download=True``.
 
-dtype policy: fp32 is the default and the reference. On CUDA fp16 and bf16 are the fast choices. On CPU,
+dtype policy: fp32 is the reference and the default on CPU ("auto"); on CUDA "auto" means fp16 (bf16 also fast). On CPU,
 bf16 works and is tested; fp16 runs too (torch >= 2.1 has CPU fp16 kernels for everything used here) but it
 is usually slower than fp32 on CPUs without native fp16, so a warning is logged. Post-processing is always
 fp32, and the SAM-1 neck stays fp32 (spec 7.1).
@@ -264,14 +264,14 @@ def _read_bin(path: pathlib.Path, config: EvfSamConfig, dtype: torch.dtype,
 
 # ---- load_model ----------------------------------------------------------------------------------------
 def load_model(path: str | os.PathLike | None = None, device: str | torch.device = 'cpu',
-               dtype: str | torch.dtype = torch.float32, *, allow_download: bool = False,
+               dtype: str | torch.dtype = 'auto', *, allow_download: bool = False,
                behaviour: Mapping[str, Any] | EvfSamBehaviour | None = None, backend: str = 'torch',
                backend_options: Mapping[str, Any] | None = None) -> EvfSamPredictor:
     """Load an EVF-SAM / EVF-SAM2 checkpoint for inference.
 
     path: checkpoint directory, Hugging Face id in the local cache, or None for the embedded default model.
-    device: "cpu", "cuda", "cuda:N" or "auto". dtype: torch dtype or "fp32"/"fp16"/"bf16"/"auto" (fp16 on
-    CUDA, fp32 elsewhere). allow_download: fetch a Hugging Face id that is not cached. behaviour: overrides
+    device: "cpu", "cuda", "cuda:N" or "auto". dtype: torch dtype or "fp32"/"fp16"/"bf16"/"auto" (default: fp16
+    on CUDA, fp32 elsewhere; exported backends: the export's dtype). allow_download: fetch a Hugging Face id that is not cached. behaviour: overrides
     of the inferred/declared behaviour, e.g. ``{"mask_selection": "best_of_3", "sam_resize": "square"}``.
     backend: "torch" (default), or "onnxruntime" / "openvino", which run graphs written by ``evf-sam export``
     (path: the export directory, or a checkpoint with them in ``onnx/``); backend_options: see runtimes.py.

@@ -151,7 +151,8 @@ class ExportedGraphPredictor(EvfSamPredictor):
 
     def __init__(self, graphs: Mapping[str, Any], manifest: dict, tokenizer, config: EvfSamConfig, *,
                  backend: str, export_dir: pathlib.Path, name: str = '', is_default_model: bool = False) -> None:
-        super().__init__(None, tokenizer, device=torch.device('cpu'), dtype=torch.float32, name=name,
+        dtype = torch.float16 if manifest['dtype'] == 'fp16' else torch.float32
+        super().__init__(None, tokenizer, device=torch.device('cpu'), dtype=dtype, name=name,
                          is_default_model=is_default_model, config=config)
         self.backend = backend
         self.graphs = dict(graphs)
