@@ -19,6 +19,10 @@ large-images Fast DDS profile ``config/fastdds_large_images.xml`` (``FASTDDS_DEF
 
     python bench/bench_node.py                # default run (< 2 minutes)
     python bench/bench_node.py --duration 10 --model-ms 50 --sizes 1280x720
+    python bench/bench_node.py --backend onnxruntime --modes same --sizes 1280x720   # the embedded model
+
+``--backend torch|onnxruntime|openvino`` runs the real embedded model through that backend instead of
+the fake (exporting its graphs first when needed), so the overhead table can be redone per backend.
 """
 from __future__ import annotations
 
@@ -159,10 +163,14 @@ def run_same_process(w, h, args):
 
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=args.domain_id)
-    pred = FakePredictor(delay=args.model_ms / 1000.0, radius=0.2)
-    node = SegmentNode(context=ctx, predictor_factory=lambda *a: pred,
-                       parameter_overrides=[Parameter('diagnostics_period', value=0.25),
-                                            Parameter('depth_sync_tolerance', value=0.0)])
+    params = [Parameter('diagnostics_period', value=0.25), Parameter('depth_sync_tolerance', value=0.0)]
+    if args.backend:   # the real embedded model through that backend
+        node = SegmentNode(context=ctx, parameter_overrides=params + [
+            Parameter('backend', value=args.backend), Parameter('device', value='cpu'),
+            Parameter('prompt_mode', value='raw')])
+    else:
+        pred = FakePredictor(delay=args.model_ms / 1000.0, radius=0.2)
+        node = SegmentNode(context=ctx, predictor_factory=lambda *a: pred, parameter_overrides=params)
     from rclpy.logging import LoggingSeverity
     node.get_logger().set_level(LoggingSeverity.WARN)
     ex = MultiThreadedExecutor(num_threads=4, context=ctx)
@@ -176,6 +184,14 @@ def run_same_process(w, h, args):
         node.close()
         node.destroy_node()
         rclpy.shutdown(context=ctx)
+
+
+def _ensure_default_export():
+    """The embedded model's ONNX graphs, exported once into the user cache."""
+    from evf_sam_ros.model.loading import resolve_checkpoint_dir
+    from evf_sam_ros.model.runtimes import EXPORT_MANIFEST, default_model_export_dir
+    if not (default_model_export_dir(resolve_checkpoint_dir(None)[0]) / EXPORT_MANIFEST).is_file():
+        subprocess.run([sys.executable, '-m', 'evf_sam_ros.cli', 'export', 'default'], check=True, cwd=str(ROOT))
 
 
 def run_client(args):
@@ -198,10 +214,11 @@ def run_cross_process(w, h, args, shm: bool):
     os.environ.pop('FASTDDS_DEFAULT_PROFILES_FILE', None)  # each case chooses its transport explicitly
     node_env = {'FASTDDS_DEFAULT_PROFILES_FILE': str(SHM_PROFILE)} if shm else {}
     env = ros_env(args.domain_id, **node_env)
+    model = (['-p', f'backend:={args.backend}', '-p', 'device:=cpu', '-p', 'prompt_mode:=raw'] if args.backend
+             else ['-p', f'model_path:=fake:delay={args.model_ms / 1000.0},radius=0.2'])
     node = NodeProcess.python_module(
         'evf_sam_ros.ros.node',
-        ['-p', f'model_path:=fake:delay={args.model_ms / 1000.0},radius=0.2',
-         '-p', 'diagnostics_period:=0.25', '-p', 'depth_sync_tolerance:=0.0', '--log-level', 'warn'],
+        model + ['-p', 'diagnostics_period:=0.25', '-p', 'depth_sync_tolerance:=0.0', '--log-level', 'warn'],
         args.domain_id, **node_env)
     try:
         out = subprocess.run(
@@ -229,6 +246,8 @@ def main(argv=None):
     ap.add_argument('--domain-id', type=int, default=int(os.environ.get('ROS_DOMAIN_ID', '0') or 0)
                     or 147)
     ap.add_argument('--json', help='also write the results here')
+    ap.add_argument('--backend', choices=['torch', 'onnxruntime', 'openvino'],
+                    help='run the real embedded model with this backend instead of the fake model')
     ap.add_argument('--client', help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
@@ -236,7 +255,10 @@ def main(argv=None):
         return run_client(args)
     modes = args.modes.split(',')
     rows = []
-    print(f'evf_sam node benchmark: fake model {args.model_ms:.0f} ms, camera {args.rate:.0f} Hz '
+    if args.backend in ('onnxruntime', 'openvino'):
+        _ensure_default_export()
+    model = f'embedded model, {args.backend}' if args.backend else f'fake model {args.model_ms:.0f} ms'
+    print(f'evf_sam node benchmark: {model}, camera {args.rate:.0f} Hz '
           f'bgr8 + 32FC1 depth, {args.duration:.0f} s per case, {os.cpu_count()} CPU cores',
           flush=True)
     for size in args.sizes.split(','):

@@ -27,7 +27,8 @@ def make_predictor(factory, p: dict):
 
         from evf_sam_ros.model import load_model
         torch.set_num_threads(p['torch_threads'] or max(1, min(4, os.cpu_count() or 1)))
-        predictor = load_model(p['model_path'] or None, device=p['device'], dtype=p['dtype'])
+        predictor = load_model(p['model_path'] or None, device=p['device'], dtype=p['dtype'], backend=p['backend'],
+                               backend_options={'threads': p['torch_threads']} if p['backend'] != 'torch' else None)
     if p['warmup']:
         t0 = time.monotonic()
         predictor.segment(predictor.encode_image(np.zeros((64, 64, 3), np.uint8)), ['object'])

@@ -351,10 +351,11 @@ class SegmentNode(LifecycleNode):
         loss = v['image_loss']
         if loss == loss and loss > self._p['frame_loss_warn'] and self._is_active():
             self.log.warn(
-                f"only {100 * (1 - loss):.0f} % of the camera's frames arrive (~{v['input_rate_hz']:.1f} of "
-                f"~{v['camera_rate_hz']:.1f} Hz): large images are lost between processes. Give the camera "
-                'driver and this node a large-image transport (config/README.md, "Large images"), use '
-                'image_transport compressed, or lower the camera resolution', 'frame_loss', 30.0)
+                f"only {100 * (1 - loss):.0f} % of the camera's frames reach the node (~{v['input_rate_hz']:.1f} "
+                f"of ~{v['camera_rate_hz']:.1f} Hz). With the camera in another process this is usually DDS losing "
+                'large images: give the camera driver and this node a large-image transport (config/README.md, '
+                '"Large images"), use image_transport compressed or a lower resolution; otherwise this process '
+                'is too busy to take them', 'frame_loss', 30.0)
         self._diag_pub.publish(diagnostic_array(
             f'{self.get_fully_qualified_name()}: segmentation', v['device'], v, self.get_clock().now().to_msg(),
             worker_dead=dead, loss_warn=self._p['frame_loss_warn']))

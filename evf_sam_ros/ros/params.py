@@ -14,6 +14,7 @@ __all__ = ['PARAMS', 'PARAM_BY_NAME', 'ParamSpec', 'coerce', 'declare_all', 'val
 
 CHOICES = {
     'device': None,  # free form: auto | cpu | cuda | cuda:N
+    'backend': ('torch', 'onnxruntime', 'openvino'),
     'dtype': ('auto', 'fp32', 'fp16', 'bf16', 'float32', 'float16', 'bfloat16'),
     'mode': ('continuous', 'once'),
     'prompt_mode': ('spoken', 'raw'),
@@ -55,10 +56,13 @@ PARAMS = [
       'model; "fake:" = deterministic stand-in for tests/benchmarks', read_only=True),
     P('device', 'auto', 'auto (CUDA when available, else CPU with a warning) | cpu | cuda | cuda:N',
       read_only=True),
+    P('backend', 'torch', 'torch | onnxruntime | openvino (the latter two run graphs written by '
+      '`evf-sam export MODEL`, found in MODEL/onnx or at model_path itself)', read_only=True),
     P('dtype', 'auto', 'auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16', read_only=True),
     P('warmup', True, 'run one dummy inference at configure so the first frame is not slow',
       read_only=True),
-    P('torch_threads', 0, 'CPU threads for torch; 0 = min(4, cores)', read_only=True, range=(0, 256)),
+    P('torch_threads', 0, 'CPU threads of the model (torch, or the onnxruntime/openvino backend); 0 = '
+      'min(4, cores) for torch, the runtime default otherwise', read_only=True, range=(0, 256)),
     P('autostart', True, 'configure and activate right after start (else use the lifecycle services)',
       read_only=True),
     # --- inputs ---
