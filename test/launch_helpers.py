@@ -116,9 +116,12 @@ class Ros2Session:
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                left = subprocess.run(['ps', '-o', 'pid,stat,args', '-g', str(proc.pid)], capture_output=True,
+                                      text=True).stdout
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-                raise AssertionError(f'{proc.args} did not stop on SIGINT within {timeout}s')
+                raise AssertionError(f'{proc.args} did not stop on SIGINT within {timeout}s; still running:\n'
+                                     f'{left}') from None
         return proc.returncode
 
     def close(self):

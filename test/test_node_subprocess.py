@@ -173,7 +173,7 @@ def test_large_images_cross_process_with_the_large_images_profile(ros_domain_id)
     import argparse
 
     import bench_node
-    ns = argparse.Namespace(duration=2.0, rate=30.0, model_ms=10.0, domain_id=ros_domain_id)
+    ns = argparse.Namespace(duration=2.0, rate=30.0, model_ms=10.0, domain_id=ros_domain_id, backend=None)
     r = bench_node.run_cross_process(1920, 1080, ns, shm=True)
     assert r['connected']
     assert r['node_received'] >= 0.5 * r['sent'], r

@@ -40,6 +40,13 @@ COVERED = {
     r'python -m evf_sam_ros\.training\.ship ': 'test_training.py::test_ship_two_stage_recipe_writes_card',
     r'python -m evf_sam_ros\.training\.evaluate ': 'test_training.py::test_train_resume_export_and_evaluate',
     r'install/evf_sam_ros/lib/evf_sam_ros/segment_node ': 'test_package.py, test_node_subprocess.py',
+    r'make voice-demo$': 'test_node_spoken.py::test_spoken_commands_end_in_the_right_target (the same chain: '
+                         'espeak-ng, pocketsphinx, the node, the scene ground truth)',
+    r'evf-sam export ': 'test_model_backends.py::test_embedded_model_export_via_cli (the embedded model; a '
+                        'checkpoint id or --dtype only changes what is exported)',
+    # needs a GPU with TensorRT: bench/gpu_check.sh runs it on a lent GPU; here the graphs are checked
+    # against TensorRT's conventions instead
+    r'trtexec --onnx=': 'test_model_backends.py::test_graphs_follow_tensorrt_conventions',
 }
 
 
