@@ -49,6 +49,9 @@ def test_logging_severities_in_any_order_keep_the_stream_alive(ros_context, capf
         h.info_pub.publish(camera_info(H, W))
         h.depth_pub.publish(depth_image(np.ones((H, W), np.float32), stamp=(1, 0)))   # out of sync: WARN
         h.set_prompt('fail here', 1)                                                     # ERROR per frame
+        # set_prompt waits for the number of prompts, which 'cup' already had: wait for the text, or the
+        # one frame below may still be segmented for 'cup' (no error, and none sent after it)
+        assert wait_for(lambda: h.node.scheduler.prompts == ['fail here'], 5.0)
         assert _until(h, 'segmentations', 0) and wait_for(
             lambda: h.node.diagnostics_values()['inference_errors'] >= 1)
         h.prompt('   ')                                                                  # WARN: rejected

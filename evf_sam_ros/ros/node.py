@@ -15,9 +15,11 @@ Run: ``segment_node --ros-args --params-file config/segment.yaml``.
 """
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
+import traceback
 
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -60,6 +62,22 @@ def _gpu_memory_mb(device: str) -> str:
         return 'n/a'
     import torch
     return f'{torch.cuda.memory_allocated(torch.device(device)) / 2**20:.1f}'
+
+
+def _logs_exceptions(transition):
+    """rclpy turns an exception in a transition callback into ERROR without logging it (on_error then only
+    says that something failed): log what was raised, then let rclpy handle it as before."""
+    @functools.wraps(transition)
+    def wrapper(self, state):
+        try:
+            return transition(self, state)
+        except Exception as exc:
+            if transition.__name__ == 'on_configure':
+                self._load_error = f'{type(exc).__name__}: {exc}'
+            self.log.error(f'{transition.__name__} raised {type(exc).__name__}: {exc}\n'
+                           f'{traceback.format_exc().rstrip()}', 'lifecycle', 0.0)
+            raise
+    return wrapper
 
 
 class SegmentNode(LifecycleNode):
@@ -140,6 +158,7 @@ class SegmentNode(LifecycleNode):
         self.scheduler.configure(**{v: p[k] for k, v in _SCHEDULER_PARAMS.items()})
 
     # ---------------------------------------------------------------- lifecycle
+    @_logs_exceptions
     def on_configure(self, state) -> TransitionCallbackReturn:
         p = self._p
         self.log.debug('configuring with ' + ', '.join(f'{k}={v!r}' for k, v in sorted(p.items())))
@@ -175,6 +194,7 @@ class SegmentNode(LifecycleNode):
         self._create_subscriptions()
         return TransitionCallbackReturn.SUCCESS
 
+    @_logs_exceptions
     def on_activate(self, state) -> TransitionCallbackReturn:
         ret = super().on_activate(state)   # activates the lifecycle publishers
         if ret == TransitionCallbackReturn.SUCCESS:
@@ -185,17 +205,20 @@ class SegmentNode(LifecycleNode):
                           f"{self._p['transcript_type']} ({self._p['prompt_mode']}) on '{self.resolve_topic_name('prompt')}' to set targets")
         return ret
 
+    @_logs_exceptions
     def on_deactivate(self, state) -> TransitionCallbackReturn:
         self.scheduler.configure(active=False)
         self.worker.stop()
         self.log.info('deactivated: inference stopped, the model stays loaded (activate to resume)')
         return super().on_deactivate(state)
 
+    @_logs_exceptions
     def on_cleanup(self, state) -> TransitionCallbackReturn:
         self._teardown()
         self.log.info('cleaned up: model released')
         return TransitionCallbackReturn.SUCCESS
 
+    @_logs_exceptions
     def on_shutdown(self, state) -> TransitionCallbackReturn:
         self._teardown()
         # leave the process once the transition's response is out (ros2 lifecycle set ... shutdown)
