@@ -28,6 +28,14 @@ def _copy(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
     return dst
 
 
+def _rewrite(path: pathlib.Path, tensors) -> None:
+    """Replace a weight file whose load_file() tensors are still in use: they map the file (zero copy), and
+    safetensors 0.4's save_file rewrites it in place (0.8's writes a new file), which changed those tensors
+    under the test (or raised SIGBUS). A new file leaves the old mapping intact."""
+    path.unlink()
+    save_file(tensors, str(path))
+
+
 @pytest.fixture(scope='module')
 def small_ckpt(tmp_path_factory):
     """A tiny SAM-1 checkpoint at 256 px (fast), used as the template of the broken variants below."""
@@ -125,8 +133,8 @@ def test_malicious_pickle_in_a_zip_checkpoint_is_refused_for_safety(tmp_path, sm
 def test_non_finite_weights_are_refused(tmp_path, small_ckpt):
     ckpt = _copy(small_ckpt, tmp_path / 'ckpt')
     state = load_file(ckpt / 'model.safetensors')
-    save_file({k: (torch.full_like(v, float('nan')) if v.is_floating_point() else v) for k, v in state.items()},
-              str(ckpt / 'model.safetensors'))
+    _rewrite(ckpt / 'model.safetensors',
+             {k: (torch.full_like(v, float('nan')) if v.is_floating_point() else v) for k, v in state.items()})
     with pytest.raises(ModelLoadError, match='NaN or inf'):
         load_model(ckpt)
 
@@ -136,7 +144,7 @@ def test_mixed_per_tensor_dtypes(tmp_path, small_ckpt):
     ckpt = _copy(small_ckpt, tmp_path / 'mixed')
     state = load_file(ckpt / 'model.safetensors')
     mixed = {k: (v.half() if k.startswith('visual_model.') else v) for k, v in state.items()}
-    save_file(mixed, str(ckpt / 'model.safetensors'))
+    _rewrite(ckpt / 'model.safetensors', mixed)
     predictor = load_model(ckpt)
     official = predictor.model.official_state_dict()
     for key, value in mixed.items():
@@ -268,7 +276,7 @@ def test_error_mis_shaped_weights(tmp_path, small_ckpt):
     ckpt = _copy(small_ckpt, tmp_path / 'c')
     state = load_file(ckpt / 'model.safetensors')
     state['mm_extractor.beit3.text_embed.weight'] = state['mm_extractor.beit3.text_embed.weight'][:-1].clone()
-    save_file(state, str(ckpt / 'model.safetensors'))
+    _rewrite(ckpt / 'model.safetensors', state)
     with pytest.raises(ModelLoadError, match=r'wrong shape: mm_extractor.beit3.text_embed.weight \(file'):
         load_model(ckpt)
 

@@ -198,7 +198,15 @@ def test_full_size_presets_build_on_meta(preset, kind, params):
     with torch.device('meta'):
         model = EvfSamModel(EvfSamConfig.preset(preset))
     assert model.config.sam_kind == kind
-    assert sum(p.numel() for p in model.parameters()) == params
+    count = sum(p.numel() for p in model.parameters())
+    pe, shared = model.sam.prompt_encoder.shared_embedding.positional_embedding, \
+        model.sam.shared_image_embedding.positional_embedding
+    if kind == 'sam1' and pe is not shared:
+        # transformers 5.0 declares the tie (SamModel._tied_weights_keys) but builds the two copies untied
+        # (5.23 ties them); both are filled from the one official tensor
+        # (test_full_size_load_from_released_key_list), so count the matrix once
+        count -= pe.numel()
+    assert count == params
 
 
 def test_presets_behaviour():

@@ -198,3 +198,28 @@ def test_bad_parameter_overrides_do_not_crash_the_node(ros_context, capfd):
     finally:
         node.close()
         node.destroy_node()
+
+
+def test_an_exception_in_a_transition_is_logged_with_its_cause(ros_context, capfd, monkeypatch):
+    """rclpy turns it into ERROR silently: the node logs what was raised and where, then stays unconfigured."""
+    from lifecycle_msgs.msg import State
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from evf_sam_ros.ros import node as node_module
+
+    def broken_outputs(node):
+        raise RuntimeError('boom')
+    monkeypatch.setattr(node_module, 'Outputs', broken_outputs)
+    node = node_module.SegmentNode(context=ros_context, predictor_factory=lambda *a: FakePredictor(),
+                                   parameter_overrides=[Parameter('autostart', value=False)])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.ERROR
+        assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
+        err = capfd.readouterr().err
+        assert 'on_configure raised RuntimeError: boom' in err and 'in broken_outputs' in err
+        assert 'lifecycle error: releasing the model' in err
+        assert node.diagnostics_values()['load_error'] == 'RuntimeError: boom'
+    finally:
+        node.close()
+        node.destroy_node()

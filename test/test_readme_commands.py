@@ -92,7 +92,7 @@ ROS_PACKAGES = {'ament_cmake', 'ament_cmake_python', 'rosidl_default_generators'
                 'sensor_msgs', 'geometry_msgs', 'rosidl_default_runtime', 'rclpy', 'std_srvs',
                 'lifecycle_msgs', 'visualization_msgs', 'diagnostic_msgs', 'ament_index_python',
                 'rcl_interfaces', 'vision_msgs', 'launch', 'launch_ros', 'ros2launch',
-                'ament_cmake_pytest'}
+                'ament_cmake_pytest', 'rosidl_runtime_py'}
 
 
 def test_package_xml_keys_are_rosdep_keys():
@@ -100,5 +100,5 @@ def test_package_xml_keys_are_rosdep_keys():
     keys = set(re.findall(r'<(?:\w+_)?depend>([^<]+)</', xml))
     assert keys <= ROSDEP_SYSTEM_KEYS | ROS_PACKAGES, keys - ROSDEP_SYSTEM_KEYS - ROS_PACKAGES
     assert 'rviz2' not in keys                       # optional, documented
-    for needed in ('rcl_interfaces', 'vision_msgs', 'ros2launch'):
+    for needed in ('rcl_interfaces', 'vision_msgs', 'ros2launch', 'rosidl_runtime_py'):
         assert f'<exec_depend>{needed}</exec_depend>' in xml

@@ -15,6 +15,7 @@ Run: ``segment_node --ros-args --params-file config/segment.yaml``.
 """
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
@@ -62,6 +63,22 @@ def _gpu_memory_mb(device: str) -> str:
         return 'n/a'
     import torch
     return f'{torch.cuda.memory_allocated(torch.device(device)) / 2**20:.1f}'
+
+
+def _logs_exceptions(transition):
+    """rclpy turns an exception in a transition callback into ERROR without logging it (on_error then only
+    says that something failed): log what was raised and where, then return ERROR (on_error tears down)."""
+    @functools.wraps(transition)
+    def wrapper(self, state):
+        try:
+            return transition(self, state)
+        except Exception as exc:  # noqa: BLE001
+            if transition.__name__ == 'on_configure':
+                self._load_error = f'{type(exc).__name__}: {exc}'
+            self.log.error(f'{transition.__name__} raised {type(exc).__name__}: {exc}\n'
+                           f'{traceback.format_exc().rstrip()}', 'lifecycle', 0.0)
+            return TransitionCallbackReturn.ERROR
+    return wrapper
 
 
 class SegmentNode(LifecycleNode):
@@ -150,15 +167,8 @@ class SegmentNode(LifecycleNode):
         self.scheduler.configure(**{v: p[k] for k, v in _SCHEDULER_PARAMS.items()})
 
     # ---------------------------------------------------------------- lifecycle
+    @_logs_exceptions
     def on_configure(self, state) -> TransitionCallbackReturn:
-        try:
-            return self._configure()
-        except Exception:  # noqa: BLE001 - rclpy would turn it into ERROR without a word
-            self.log.error('configure failed:\n' + traceback.format_exc(), 'lifecycle', 0.0)
-            self._teardown()
-            return TransitionCallbackReturn.FAILURE
-
-    def _configure(self) -> TransitionCallbackReturn:
         p = self._p
         self.log.debug('configuring with ' + ', '.join(f'{k}={v!r}' for k, v in sorted(p.items())))
         try:
@@ -193,12 +203,9 @@ class SegmentNode(LifecycleNode):
         self._create_subscriptions()
         return TransitionCallbackReturn.SUCCESS
 
+    @_logs_exceptions
     def on_activate(self, state) -> TransitionCallbackReturn:
-        try:
-            ret = super().on_activate(state)   # activates the lifecycle publishers
-        except Exception:  # noqa: BLE001
-            self.log.error('activate failed:\n' + traceback.format_exc(), 'lifecycle', 0.0)
-            return TransitionCallbackReturn.FAILURE
+        ret = super().on_activate(state)   # activates the lifecycle publishers
         if ret == TransitionCallbackReturn.SUCCESS:
             self.scheduler.configure(active=True)
             self.worker.start()
@@ -210,17 +217,20 @@ class SegmentNode(LifecycleNode):
                           'to set targets')
         return ret
 
+    @_logs_exceptions
     def on_deactivate(self, state) -> TransitionCallbackReturn:
         self.scheduler.configure(active=False)
         self.worker.stop()
         self.log.info('deactivated: inference stopped, the model stays loaded (activate to resume)')
         return super().on_deactivate(state)
 
+    @_logs_exceptions
     def on_cleanup(self, state) -> TransitionCallbackReturn:
         self._teardown()
         self.log.info('cleaned up: model released')
         return TransitionCallbackReturn.SUCCESS
 
+    @_logs_exceptions
     def on_shutdown(self, state) -> TransitionCallbackReturn:
         self._teardown()
         # leave the process once the transition's response is out (ros2 lifecycle set ... shutdown)
