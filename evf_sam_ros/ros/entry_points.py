@@ -42,7 +42,7 @@ def run_node(make_node, args=None, executor_factory=None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if node is not None and hasattr(node, 'close'):
             node.close()
-        executor.shutdown()
+        executor.shutdown(timeout_sec=5.0)   # bounded: a callback stuck in a driver must not hang the exit
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
