@@ -112,7 +112,8 @@ def main() -> int:
     prompt = node.create_publisher(String, 'prompt', 10)
     ex = SingleThreadedExecutor(context=context)
     ex.add_node(node)
-    threading.Thread(target=ex.spin, daemon=True).start()
+    spinner = threading.Thread(target=ex.spin, daemon=True)
+    spinner.start()
     t0 = time.monotonic()
     while 'active:' not in node_proc.output() and time.monotonic() - t0 < 120:
         time.sleep(0.2)
@@ -151,6 +152,9 @@ def main() -> int:
     cam_proc.stop()
     node_proc.stop()
     ex.shutdown()
+    spinner.join(timeout=5.0)
+    node.destroy_node()
+    rclpy.try_shutdown(context=context)
     if len(rss_t) >= 3:
         half = len(rss_t) // 2   # slope over the second half (after warm-up and allocator growth)
         slope = np.polyfit(rss_t[half:], rss_v[half:], 1)[0] if len(rss_t) - half >= 2 else float('nan')
