@@ -174,9 +174,10 @@ def test_prompt_validation(ros_context, capfd):
         h.prompt('the very long description of a mug')
         assert wait_for(lambda: 'max_prompt_chars=20' in h.node.log.last_message['prompt'])
         assert 'rejected, keeping the previous 2 prompt(s)' in capfd.readouterr().err
-        # an empty string clears
+        # an empty string clears: one empty result answers it at once, then nothing is segmented
         h.prompt('')
         assert h.wait_prompts(0)
+        assert wait_for(lambda: h.last('segmentations') is not None and not h.last('segmentations').segmentations)
         _good = h.count('segmentations')
         for i in range(5):
             h.image_pub.publish(make_image(H, W, stamp=(60 + i, 0)))
