@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from evf_sam_ros.training.train import TrainConfig, _lr_at, mask_losses, mask_to_sam_frame, train
+from evf_sam_ros.training.train import TrainConfig, _lr_at, _lrs_at, mask_losses, mask_to_sam_frame, train
 
 TINY = dict(
     sam_kind='sam1', sam_image_size=64, out_dim=32, projection_hidden_dim=32,
@@ -132,6 +132,22 @@ def test_lr_schedule():
     assert _lr_at(cfg, 0) == pytest.approx(1e-4)
     assert _lr_at(cfg, 10) == pytest.approx(1e-3, rel=1e-3)
     assert _lr_at(cfg, 100) == pytest.approx(1e-4)
+    # head warm-up: the model stands still while the probe heads learn, then the model's warm-up starts
+    cfg = TrainConfig(steps=100, warmup_steps=10, head_warmup_steps=5, lr=1e-3, min_lr_ratio=0.1)
+    assert _lrs_at(cfg, 0) == (0.0, 1e-3) and _lrs_at(cfg, 4) == (0.0, 1e-3)
+    assert _lrs_at(cfg, 5) == pytest.approx((1e-4, 1e-4)) and _lrs_at(cfg, 15)[0] == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_head_warmup_keeps_the_model_and_trains_the_heads(tmp_path):
+    import safetensors.torch as st
+    base = tmp_path / 'base'
+    train(_cfg(steps=1), base)
+    out = tmp_path / 'cont'
+    train(_cfg(steps=2, init=str(base), head_warmup_steps=2, referent_aux_weight=1.0, save_every=1), out)
+    a, b = st.load_file(str(base / 'model.safetensors')), st.load_file(str(out / 'model.safetensors'))
+    assert all(torch.equal(a[k], b[k]) for k in a)                   # lr 0 for the model (no decay either)
+    state = torch.load(out / 'train_state.pt', weights_only=False)
+    assert state['referent_optimizer']['state']                     # the probe head did take steps
 
 
 def test_train_resume_export_and_evaluate(tmp_path):
