@@ -26,21 +26,24 @@ THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(19))   # 0.0 .. 0.9
 
 def command_outcomes(predictor, n_scenes: int, width: int = 640, height: int = 480,
                      min_mask_area: int = 50) -> list[dict]:
-    """Per validation command: kind, whether it names an object, the model's score, mask area and IoU."""
+    """Per validation command: kind, whether it names an object, the model's score, mask area and IoU.
+    ``predictor`` may be a list of predictors (the scenes are rendered once): then one list per predictor."""
     from evf_sam_ros.commands import interpret
     from evf_sam_ros.demo import build_script
     from evf_sam_ros.synthetic.splits import VAL_SEED
     from evf_sam_ros.training.metrics import mask_iou
-    out = []
+    predictors = predictor if isinstance(predictor, (list, tuple)) else [predictor]
+    outs: list[list[dict]] = [[] for _ in predictors]
     for scene, commands in build_script(n_scenes, seed_base=VAL_SEED, width=width, height=height):
         prompts = [interpret(c.text).targets[0] for c in commands]
-        results = predictor.segment(predictor.encode_image(scene.rgb), prompts)
-        for c, r in zip(commands, results):
-            mask = np.asarray(r.mask) != 0
-            out.append({'seed': c.scene_seed, 'text': c.text, 'kind': c.kind, 'has_target': c.target is not None,
-                        'score': float(r.score), 'area': int(mask.sum()), 'min_mask_area': min_mask_area,
-                        'iou': mask_iou(mask, scene.mask(c.target))})
-    return out
+        for pred, out in zip(predictors, outs):
+            results = pred.segment(pred.encode_image(scene.rgb), prompts)
+            for c, r in zip(commands, results):
+                mask = np.asarray(r.mask) != 0
+                out.append({'seed': c.scene_seed, 'text': c.text, 'kind': c.kind, 'has_target': c.target is not None,
+                            'score': float(r.score), 'area': int(mask.sum()), 'min_mask_area': min_mask_area,
+                            'iou': mask_iou(mask, scene.mask(c.target))})
+    return outs if isinstance(predictor, (list, tuple)) else outs[0]
 
 
 def _right(o: dict, threshold: float) -> bool:
@@ -64,20 +67,27 @@ def main(argv: list[str] | None = None) -> int:
     from evf_sam_ros.model import load_model
     ap = argparse.ArgumentParser(prog='python -m evf_sam_ros.training.tune_threshold', description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--model', default=None, help='checkpoint directory (default: the embedded default model)')
+    ap.add_argument('--model', action='append', default=None,
+                    help='checkpoint directory (default: the embedded default model); repeat to compare models '
+                         'on the same scenes')
     ap.add_argument('--scenes', type=int, default=100, help='validation scenes (5 commands each)')
-    ap.add_argument('--json', help='also write the sweep (and every command\'s outcome) here')
+    ap.add_argument('--json', help='also write the sweeps (and every command\'s outcome) here')
     args = ap.parse_args(argv)
-    outcomes = command_outcomes(load_model(args.model, device='cpu'), args.scenes)
-    res = sweep(outcomes)
-    kinds = [k for k in next(iter(res['table'].values())) if k != 'all']
-    print(f'{res["commands"]} commands on {args.scenes} validation scenes (seeds from 1,000,000), share right:')
-    print(f'{"threshold":>9} {"all":>6} ' + ' '.join(f'{k:>12}' for k in kinds))
-    for t, row in res['table'].items():
-        print(f'{t:>9.2f} {row["all"]:>6.3f} ' + ' '.join(f'{row[k]:>12.3f}' for k in kinds)
-              + ('   <- best' if t == res['best'] else ''))
+    models = args.model or [None]
+    all_outcomes = command_outcomes([load_model(m, device='cpu') for m in models], args.scenes)
+    report = {}
+    for model, outcomes in zip(models, all_outcomes):
+        res = sweep(outcomes)
+        kinds = [k for k in next(iter(res['table'].values())) if k != 'all']
+        print(f'\n{model or "default model"}: {res["commands"]} commands on {args.scenes} validation scenes '
+              '(seeds from 1,000,000), share right:')
+        print(f'{"threshold":>9} {"all":>6} ' + ' '.join(f'{k:>12}' for k in kinds))
+        for t, row in res['table'].items():
+            print(f'{t:>9.2f} {row["all"]:>6.3f} ' + ' '.join(f'{row[k]:>12.3f}' for k in kinds)
+                  + ('   <- best' if t == res['best'] else ''))
+        report[model or 'default'] = {**res, 'outcomes': outcomes}
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps({**res, 'outcomes': outcomes}, indent=1) + '\n')
+        pathlib.Path(args.json).write_text(json.dumps(report, indent=1) + '\n')
     return 0
 
 
