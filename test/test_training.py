@@ -288,9 +288,12 @@ def test_tune_threshold_counts_commands_like_the_demo():
     assert res['table'][0.4] == {'all': 0.5, 'colour_shape': 1 / 3, 'no_match': 1.0} and res['best'] == 0.4
 
 
-def test_tune_threshold_runs_on_validation_scenes():
+def test_tune_threshold_runs_on_validation_scenes(tmp_path):
     from evf_sam_ros.model import load_model
-    from evf_sam_ros.training.tune_threshold import command_outcomes
+    from evf_sam_ros.training.tune_threshold import command_outcomes, main
     outcomes = command_outcomes(load_model(None), 1, width=160, height=120)
     assert len(outcomes) == 5 and all(o['seed'] >= 1_000_000 for o in outcomes)
     assert {o['kind'] for o in outcomes} == {'colour_shape', 'position', 'no_match', 'relation'}
+    assert main(['--scenes', '1', '--json', str(tmp_path / 'sweep.json')]) == 0
+    res = json.loads((tmp_path / 'sweep.json').read_text())['default']
+    assert res['commands'] == 5 and 0.0 <= res['best'] <= 0.9 and len(res['outcomes']) == 5

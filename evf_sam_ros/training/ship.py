@@ -143,9 +143,11 @@ def _card(stages: list[_Stage], res: dict, gated: dict, mc, n_params: int, size_
     new = [st for st in stages if not st.carried]
     appended = ''
     if new and len(new) < len(stages):   # shipped by appending to an earlier recipe: say how, too
-        appended = ('\n\nStages ' + ', '.join(str(stages.index(st) + 1) for st in new) + ' were shipped on top of the '
-                    'previous default model (the earlier stages\' records come from its `recipe.json`, so their run '
-                    'directories were not needed):\n\n    python -m evf_sam_ros.training.ship --append '
+        numbers = ', '.join(str(stages.index(st) + 1) for st in new)
+        appended = (f'\n\n{"Stages " + numbers + " were" if len(new) > 1 else "Stage " + numbers + " was"} shipped on '
+                    'top of the previous default model (the earlier stages\' records carried over from its '
+                    '`recipe.json`, or from its card and `eval.json` where it had none, so their run directories '
+                    'were not needed):\n\n    python -m evf_sam_ros.training.ship --append '
                     + ' '.join(f'--run {st.run}' for st in new)
                     + ''.join(f' --config {st.config_path}' for st in new if st.config_path)
                     + (f' --notes {notes}' if notes else ''))
