@@ -168,6 +168,7 @@ def run_demo(out_dir: pathlib.Path, n_scenes: int, commands_per_scene: int, widt
     from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import String
 
+    from evf_sam_ros.commands import interpret
     from evf_sam_ros.geometry import centroid_3d, project
     from evf_sam_ros.msg import SegmentationArray
     from evf_sam_ros.ros.process import NodeProcess
@@ -254,6 +255,10 @@ def run_demo(out_dir: pathlib.Path, n_scenes: int, commands_per_scene: int, widt
                 results.append(res)
                 t_sent = time.monotonic()
                 sent_stamp = _stamp_ns(node.get_clock().now().to_msg())
+                # the node interprets the spoken command (prompt_mode spoken): its result carries the target
+                # phrase ("pick up the red cube" -> "the red cube"), a raw-mode node the command itself
+                targets = interpret(cmd.text).targets
+                expected = {cmd.text, targets[0]} if targets else {cmd.text}
                 with lock:
                     seg_msgs.clear()
                 pub_prompt.publish(String(data=cmd.text))
@@ -264,7 +269,7 @@ def run_demo(out_dir: pathlib.Path, n_scenes: int, commands_per_scene: int, widt
                         for msg in seg_msgs:
                             # a frame stamped after the command: the node saw this scene with this prompt
                             if _stamp_ns(msg.header.stamp) > sent_stamp and msg.segmentations and \
-                                    msg.segmentations[0].prompt == cmd.text and \
+                                    msg.segmentations[0].prompt in expected and \
                                     _stamp_ns(msg.header.stamp) in mask_msgs:
                                 found = (msg, mask_msgs[_stamp_ns(msg.header.stamp)])
                                 break
