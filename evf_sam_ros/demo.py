@@ -34,6 +34,11 @@ import numpy as np
 __all__ = ['DemoCommand', 'build_script', 'main']
 
 DEMO_SEED = 3_000_000     # scene seeds of the demo: disjoint from training (< 1e6) and test (2e6..) seeds
+# The node's score_threshold for the embedded model: its IoU head is calibrated low, so the node's default
+# (0.5) would drop many right masks. Chosen on validation scenes drawn as the demo draws its own, never on
+# the demo's scenes: python -m evf_sam_ros.training.tune_threshold (MODEL_CARD.md, "Score threshold").
+# Real checkpoints keep the node's default.
+DEFAULT_MODEL_SCORE_THRESHOLD = 0.3
 NODE_NAME = 'evf_sam'
 
 
@@ -146,10 +151,7 @@ def _node_command(model_path: str | None) -> list[str]:
     if model_path:
         args += ['-p', f'model_path:={model_path}']
     else:
-        # The embedded model's IoU head is calibrated low: 0.3 keeps nearly all of its colour and
-        # colour+shape masks and drops most of its guesses (MODEL_CARD.md, "Score threshold").
-        # Real checkpoints keep the node's default.
-        args += ['-p', 'score_threshold:=0.3']
+        args += ['-p', f'score_threshold:={DEFAULT_MODEL_SCORE_THRESHOLD}']
     return args
 
 

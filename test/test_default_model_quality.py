@@ -13,13 +13,13 @@ from evf_sam_ros.synthetic.splits import TEST_SEED
 
 N_SCENES = 60
 # Minimum gIoU per expression kind on seeds 2,000,000 .. +59: the shipped model's scores there
-# (all 0.427, colour 0.829, colour+shape 0.673, shape 0.397, relation 0.344, ordinal 0.257, position 0.309,
-# size 0.308, no-match 0.250) minus a margin of ~0.05 for CPU kernel differences between machines.
+# (all 0.458, colour 0.823, colour+shape 0.636, shape 0.433, relation 0.368, ordinal 0.298, position 0.324,
+# size 0.300, no-match 0.417) minus a margin of ~0.05 for CPU kernel differences between machines.
 # The goals (colour+shape >= 0.80, overall >= 0.60) are NOT reached (see MODEL_CARD.md).
-THRESHOLDS = {'all': 0.38, 'colour': 0.78, 'colour_shape': 0.62, 'shape': 0.35, 'relation': 0.29,
-              'ordinal': 0.21, 'position': 0.26, 'size': 0.26, 'no_match': 0.20}
+THRESHOLDS = {'all': 0.41, 'colour': 0.77, 'colour_shape': 0.58, 'shape': 0.38, 'relation': 0.32,
+              'ordinal': 0.25, 'position': 0.27, 'size': 0.25, 'no_match': 0.37}
 # Median 3D centroid error (robust depth centroid of the predicted mask vs that of the true mask) for
-# colour+shape expressions: 0.6 cm on these scenes.
+# colour+shape expressions: 0.7 cm on these scenes.
 MAX_MEDIAN_CENTROID_ERROR_M = 0.03
 
 

@@ -39,6 +39,7 @@ COVERED = {
     r'python -m evf_sam_ros\.training\.train --init ': 'test_training.py::test_finetune_from_checkpoint_with_frozen_encoder_on_user_data',
     r'python -m evf_sam_ros\.training\.ship ': 'test_training.py::test_ship_two_stage_recipe_writes_card',
     r'python -m evf_sam_ros\.training\.evaluate ': 'test_training.py::test_train_resume_export_and_evaluate',
+    r'python -m evf_sam_ros\.training\.tune_threshold ': 'test_training.py::test_tune_threshold_runs_on_validation_scenes',
     r'install/evf_sam_ros/lib/evf_sam_ros/segment_node ': 'test_package.py, test_node_subprocess.py',
     r'make voice-demo$': 'test_node_spoken.py::test_spoken_commands_end_in_the_right_target (the same chain: '
                          'espeak-ng, pocketsphinx, the node, the scene ground truth)',

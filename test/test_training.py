@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from evf_sam_ros.training.train import TrainConfig, _lr_at, mask_losses, mask_to_sam_frame, train
+from evf_sam_ros.training.train import TrainConfig, _lr_at, _lrs_at, mask_losses, mask_to_sam_frame, train
 
 TINY = dict(
     sam_kind='sam1', sam_image_size=64, out_dim=32, projection_hidden_dim=32,
@@ -132,6 +132,22 @@ def test_lr_schedule():
     assert _lr_at(cfg, 0) == pytest.approx(1e-4)
     assert _lr_at(cfg, 10) == pytest.approx(1e-3, rel=1e-3)
     assert _lr_at(cfg, 100) == pytest.approx(1e-4)
+    # head warm-up: the model stands still while the probe heads learn, then the model's warm-up starts
+    cfg = TrainConfig(steps=100, warmup_steps=10, head_warmup_steps=5, lr=1e-3, min_lr_ratio=0.1)
+    assert _lrs_at(cfg, 0) == (0.0, 1e-3) and _lrs_at(cfg, 4) == (0.0, 1e-3)
+    assert _lrs_at(cfg, 5) == pytest.approx((1e-4, 1e-4)) and _lrs_at(cfg, 15)[0] == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_head_warmup_keeps_the_model_and_trains_the_heads(tmp_path):
+    import safetensors.torch as st
+    base = tmp_path / 'base'
+    train(_cfg(steps=1), base)
+    out = tmp_path / 'cont'
+    train(_cfg(steps=2, init=str(base), head_warmup_steps=2, referent_aux_weight=1.0, save_every=1), out)
+    a, b = st.load_file(str(base / 'model.safetensors')), st.load_file(str(out / 'model.safetensors'))
+    assert all(torch.equal(a[k], b[k]) for k in a)                   # lr 0 for the model (no decay either)
+    state = torch.load(out / 'train_state.pt', weights_only=False)
+    assert state['referent_optimizer']['state']                     # the probe head did take steps
 
 
 def test_train_resume_export_and_evaluate(tmp_path):
@@ -204,7 +220,7 @@ def test_finetune_from_checkpoint_with_frozen_encoder_on_user_data(tmp_path):
     assert any(not torch.equal(a[k], b[k]) for k in dec)        # trained
 
 
-def test_ship_two_stage_recipe_writes_card(tmp_path):
+def test_ship_two_stage_recipe_writes_card(tmp_path, monkeypatch):
     from evf_sam_ros.model import load_model
     from evf_sam_ros.training import ship
     first, second, dest = tmp_path / 'stage1', tmp_path / 'stage2', tmp_path / 'default_model'
@@ -213,6 +229,10 @@ def test_ship_two_stage_recipe_writes_card(tmp_path):
                attribute_aux_weight=1.0), second)
     notes = tmp_path / 'notes.md'
     notes.write_text('**Measured.** Something the scores do not say.\n')
+    import shutil
+    monkeypatch.chdir(tmp_path)   # the stages' config files, by the relative names the card shows
+    shutil.copyfile(first / 'train_config.json', 'a.json')
+    shutil.copyfile(second / 'train_config.json', 'b.json')
     assert ship.main(['--run', str(first), '--run', str(second), '--config', 'a.json', '--config', 'b.json',
                       '--dest', str(dest), '--scenes', '2', '--notes', str(notes)]) == 0
     card = (dest / 'MODEL_CARD.md').read_text()
@@ -225,9 +245,55 @@ def test_ship_two_stage_recipe_writes_card(tmp_path):
     assert ev['steps'] == 2 and 'colour_shape' in ev['scores']
     with pytest.raises(SystemExit):                                      # one config per stage
         ship.main(['--run', str(first), '--run', str(second), '--config', 'a.json', '--dest', str(dest)])
+    recipe = json.loads((dest / 'recipe.json').read_text())['stages']
+    assert [r['steps'] for r in recipe] == [1, 1] and all(r['heldout_gIoU']['all'] >= 0 for r in recipe)
+    assert '**Learning curve.**' in card and card.count('| 1 | 1 | ') >= 1
+    # a third stage appended to the shipped recipe: the earlier run directories are no longer needed
+    third = tmp_path / 'stage3'
+    train(_cfg(steps=1, init=str(dest), head_warmup_steps=1, referent_aux_weight=1.0), third)
+    shutil.rmtree(first)
+    for source in ('recipe', 'card'):   # from recipe.json, and from a card written before there was one
+        d = tmp_path / f'from_{source}'
+        shutil.copytree(dest, d)
+        if source == 'card':
+            (d / 'recipe.json').unlink()
+        assert ship.main(['--append', '--run', str(third), '--config', 'c.json', '--dest', str(d), '--scenes', '2']) == 0
+        card3 = (d / 'MODEL_CARD.md').read_text()
+        assert '3 stage(s)' in card3 and f'--config a.json --out {first}' in card3
+        assert f'--run {first} --run {second} --run {third} --config a.json --config b.json --config c.json' in card3
+        assert f'ship --append --run {third} --config c.json' in card3
+        assert 'the probe heads alone for the first 1 steps' in card3
+        recipe = json.loads((d / 'recipe.json').read_text())['stages']
+        assert len(recipe) == 3 and recipe[2]['run'] == str(third) and recipe[0]['config']['text_aux_weight'] == 1.0
+        assert json.loads((d / 'eval.json').read_text())['steps'] == 3
+    assert ship.main(['--append', '--run', str(third), '--dest', str(tmp_path / 'empty')]) == 2
     # the probes' diagnosis: accuracies in [0, 1] per feature; a run without probes is refused clearly
     from evf_sam_ros.training import diagnose
     res = diagnose.diagnose(second, scenes=2)
     assert {'sam shape', 'sam colour', 'beit3 shape', 'beit3 colour'} <= set(res)
     assert any(k.startswith('referent ') for k in res) and all(0 <= r['accuracy'] <= 1 for r in res.values())
     assert diagnose.main(['--run', str(first), '--scenes', '1']) == 2
+
+
+def test_tune_threshold_counts_commands_like_the_demo():
+    from evf_sam_ros.training.tune_threshold import _right, sweep
+    obj = dict(kind='colour_shape', has_target=True, area=500, min_mask_area=50)
+    outcomes = [dict(obj, score=0.6, iou=0.8),                      # right from 0.0 to 0.6
+                dict(obj, score=0.4, iou=0.1),                      # a wrong mask: never right
+                dict(obj, score=0.9, iou=0.9, area=20),             # too small to count as detected
+                dict(kind='no_match', has_target=False, score=0.35, iou=0.0, area=400, min_mask_area=50)]
+    assert _right(outcomes[0], 0.6) and not _right(outcomes[0], 0.65) and not _right(outcomes[2], 0.0)
+    assert not _right(outcomes[3], 0.35) and _right(outcomes[3], 0.4)
+    res = sweep(outcomes, thresholds=(0.0, 0.3, 0.4, 0.65))
+    assert res['table'][0.4] == {'all': 0.5, 'colour_shape': 1 / 3, 'no_match': 1.0} and res['best'] == 0.4
+
+
+def test_tune_threshold_runs_on_validation_scenes(tmp_path):
+    from evf_sam_ros.model import load_model
+    from evf_sam_ros.training.tune_threshold import command_outcomes, main
+    outcomes = command_outcomes(load_model(None), 1, width=160, height=120)
+    assert len(outcomes) == 5 and all(o['seed'] >= 1_000_000 for o in outcomes)
+    assert {o['kind'] for o in outcomes} == {'colour_shape', 'position', 'no_match', 'relation'}
+    assert main(['--scenes', '1', '--json', str(tmp_path / 'sweep.json')]) == 0
+    res = json.loads((tmp_path / 'sweep.json').read_text())['default']
+    assert res['commands'] == 5 and 0.0 <= res['best'] <= 0.9 and len(res['outcomes']) == 5

@@ -74,6 +74,9 @@ class TrainConfig:
     lr: float = 5e-4
     weight_decay: float = 0.05
     warmup_steps: int = 100
+    head_warmup_steps: int = 0              # first train only the training-only probe heads (the model's lr is 0),
+    #                                         e.g. when continuing from an exported checkpoint, which has no heads;
+    #                                         the model's warm-up starts after them
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0
     bce_weight: float = 2.0
@@ -405,6 +408,16 @@ def _lr_at(cfg: TrainConfig, step: int, progress: float | None = None) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def _lrs_at(cfg: TrainConfig, step: int, progress: float | None = None) -> tuple[float, float]:
+    """(model lr, probe-head lr) at ``step``: during ``head_warmup_steps`` the model stands still (lr 0)
+    while the freshly initialised probe heads learn at ``cfg.lr``; then both follow ``_lr_at``, its
+    warm-up counted from the end of the head warm-up."""
+    if step < cfg.head_warmup_steps:
+        return 0.0, cfg.lr
+    lr = _lr_at(cfg, step - cfg.head_warmup_steps, progress)
+    return lr, lr
+
+
 def export_checkpoint(model, tokenizer_dir: pathlib.Path, out_dir: pathlib.Path, dtype: str = 'float32') -> None:
     """Write the official layout (config.json, model.safetensors, tokenizer files) into out_dir."""
     from evf_sam_ros.model import save_checkpoint
@@ -581,10 +594,10 @@ def train(cfg: TrainConfig, out: str | pathlib.Path, resume: bool = True) -> pat
         texts = [t for it in items for t in it['texts']]
         k = cfg.prompts_per_image
         ids, am = tokenize_prompts(tokenizer, texts, mc.beit3.max_text_tokens, device)
-        lr = _lr_at(cfg, step, progress.value)
-        for o in (opt, *aux_opts.values()):
+        lr, head_lr = _lrs_at(cfg, step, progress.value)
+        for o, value in ((opt, lr), *((o, head_lr) for o in aux_opts.values())):
             for g in o.param_groups:
-                g['lr'] = lr
+                g['lr'] = value
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             if cfg.freeze_sam_encoder:
                 with torch.no_grad():
