@@ -53,10 +53,12 @@ def pytest_collection_modifyitems(config, items):
     no_fixtures = not (_shared_base() / 'fixtures').is_dir()
     no_cli = shutil.which('ros2') is None
     no_netns = os.geteuid() != 0 or shutil.which('ip') is None
+    no_voice = shutil.which('espeak-ng') is None
     drop = [item for item in items
             if (no_fixtures and _FIXTURE_ARGS & set(getattr(item, 'fixturenames', ())))
             or (no_cli and item.get_closest_marker('ros2cli'))
-            or (no_netns and item.get_closest_marker('netns'))]
+            or (no_netns and item.get_closest_marker('netns'))
+            or (no_voice and item.get_closest_marker('voice'))]
     if not drop:
         return
     config.hook.pytest_deselected(items=drop)
@@ -64,7 +66,8 @@ def pytest_collection_modifyitems(config, items):
     items[:] = [item for item in items if id(item) in kept]
     what = ' and '.join(w for w, missing in (('the shared fixtures', no_fixtures),
                                              ('the ros2 CLI/launch', no_cli),
-                                             ('root for ip netns', no_netns)) if missing)
+                                             ('root for ip netns', no_netns),
+                                             ('espeak-ng (apt-get install espeak-ng)', no_voice)) if missing)
     _deselect_notice.append(
         f'NOTE: {len(drop)} test(s) deselected: they need {what}; run them with ../shared beside '
         'the checkout (then `make setup` installs ../shared/ros2-tools) or EVF_SAM_SHARED_DIR=DIR, '

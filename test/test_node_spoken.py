@@ -114,6 +114,7 @@ def test_unusable_transcript_type_leaves_the_node_unconfigured(ros_context, capf
 
 
 @pytest.mark.slow
+@pytest.mark.voice
 def test_spoken_commands_end_in_the_right_target(ros_context):
     """espeak-ng speaks, pocketsphinx (scene grammar) transcribes, the node segments a synthetic
     scene with the embedded model; the result is checked against the scene's ground truth."""

@@ -7,6 +7,7 @@ from evf_sam_ros.commands import interpret
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.voice,
     pytest.mark.skipif(not speech.espeak_available(), reason='espeak-ng is not installed (apt-get install espeak-ng)'),
     pytest.mark.skipif(not speech.pocketsphinx_available(),
                        reason='pocketsphinx is not installed (pip install -r requirements/test.txt)'),
