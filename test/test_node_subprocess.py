@@ -176,5 +176,8 @@ def test_large_images_cross_process_with_the_large_images_profile(ros_domain_id)
     ns = argparse.Namespace(duration=2.0, rate=30.0, model_ms=10.0, domain_id=ros_domain_id, backend=None)
     r = bench_node.run_cross_process(1920, 1080, ns, shm=True)
     assert r['connected']
-    assert r['node_received'] >= 0.5 * r['sent'], r
+    # Uncontended, 98 % arrive with the profile and 2 % without (bench/bench_delivery.py); with the whole
+    # suite's load on 2 cores the receiving process itself drops some (seen: 38 %): 25 % still tells the
+    # profile's delivery from the default's
+    assert r['node_received'] >= 0.25 * r['sent'], r
     assert r['results'] >= 5, r
