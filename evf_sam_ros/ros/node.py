@@ -307,9 +307,6 @@ class SegmentNode(LifecycleNode):
                           'camera_info', 10.0)
 
     # ---------------------------------------------------------------- services
-    def _is_active(self) -> bool:
-        return self.scheduler.active
-
     def _state_label(self) -> str:
         try:
             return self._state_machine.current_state[1]
@@ -359,7 +356,7 @@ class SegmentNode(LifecycleNode):
         dead = self.worker.check_alive()
         v = self.diagnostics_values()
         loss = v['image_loss']
-        if loss == loss and loss > self._p['frame_loss_warn'] and self._is_active():
+        if loss == loss and loss > self._p['frame_loss_warn'] and self.scheduler.active:
             self.log.warn(
                 f"only {100 * (1 - loss):.0f} % of the camera's frames reach the node (~{v['input_rate_hz']:.1f} "
                 f"of ~{v['camera_rate_hz']:.1f} Hz). With the camera in another process this is usually DDS losing "
