@@ -12,7 +12,7 @@ TOKEN = re.compile(r"[a-z0-9]+(?:['][a-z]+)*(?:-[a-z0-9]+)*|[,.!?]|&")
 def tokens(text: str) -> list[str]:
     text = text.lower().replace('\u2019', "'").replace('`', "'")
     toks = ['.' if t in '.!?' else ('and' if t == '&' else t) for t in TOKEN.findall(text)]
-    return toks
+    return [W.APOSTROPHE_LESS.get(t, t) for t in toks]
 
 
 def match(toks: list[str], at: int, table) -> int:

@@ -61,6 +61,17 @@ CLEAR_PHRASES = phrases(
     'emergency stop', 'emergency', 'e stop', 'estop', 'e-stop', 'pause', 'pause it', "that's enough",
     'that is enough', 'shut down', 'cease', 'hold it',
     'stay', 'stay there', 'stop moving', 'stop right there', 'kill', 'turn off', 'switch off')
+# Safety words: anywhere inside a would-be target ("the red cube and stop", "i said stop") they make the whole
+# command a clear; a robot that stops when in doubt is safe, one that acts on "stop" is not. Exception: the
+# word names a thing ("the stop sign", "the emergency stop button", "the bus stop").
+SAFETY_WORDS = frozenset({'stop', 'halt', 'freeze', 'abort', 'emergency', 'estop', 'e-stop', 'cancel', 'pause'})
+SAFETY_NAMED_NOUNS = frozenset({'sign', 'signs', 'button', 'buttons', 'light', 'lights', 'switch', 'key', 'bar',
+                                'block', 'lever', 'cord', 'exit', 'kit', 'pedal'})
+SAFETY_NAMED_AFTER = frozenset({'bus', 'tram', 'pit', 'door', 'full'})
+# Speech-to-text often drops apostrophes; read these as the contraction ("thats enough" = "that's enough").
+APOSTROPHE_LESS = {'thats': "that's", 'dont': "don't", 'doesnt': "doesn't", 'didnt': "didn't", 'cant': "can't",
+                   'wont': "won't", 'im': "i'm", 'whats': "what's", 'wheres': "where's", 'isnt': "isn't",
+                   'youre': "you're", 'ive': "i've", 'lets': "let's", 'theres': "there's"}
 # Words that describe no object: a "target" made only of these ("can you", "please do", "i want") is ignored.
 FUNCTION_WORDS = frozenset({
     'a', 'an', 'the', 'this', 'that', 'these', 'those', 'it', 'its', 'them', 'they', 'i', 'me', 'my', 'you',

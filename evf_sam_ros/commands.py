@@ -20,6 +20,7 @@ Sentences are read in order: a later clear cancels, a later set replaces, a late
 Intent (verb hint for planners): 'pick' (pick up, grab, grasp, take, get, lift), 'find' (find, locate,
 look at/for, where is, show me, segment, highlight, is there, do you see), 'go_to' (go/move/drive/navigate
 to, approach), 'point' (point at/to/out), 'bring' (bring me, fetch, give/hand/pass me), '' (no verb).
+Speech-to-text without apostrophes ("thats enough", "dont") reads as the contraction.
 
 Several targets (conservative by design: when unsure, one expression). An "and", "then", "plus" or ","
 separates two targets only when all of these hold:
@@ -36,7 +37,8 @@ separates two targets only when all of these hold:
 
 An explicit ``delimiter`` (";" by default) in the transcript always wins: split on it, clean each piece,
 no "and" splitting; a piece that is a clear command clears everything ("the red cube; stop": safety first).
-Safety words on their own ("emergency stop", "pause", "don't!") clear; a "target" made only of function
+Safety words ("stop", "halt", "freeze", "pause", ...) clear wherever they are said ("the red cube and stop",
+"I said stop"), unless they name a thing ("the stop sign", "the bus stop"); "don't!" clears; a "target" made only of function
 words ("can you", "please do", "i want") is ignored: it never reaches the model. A transcript starting with "[semantic]" (multitask checkpoints) passes untouched.
 Homophones are fixed only in unambiguous context (table ``HOMOPHONES`` in :mod:`.command_words`):
 "read"/"blew" before an object noun -> "red"/"blue"; "wring", "queue", "bawl" after an article, colour or
@@ -86,9 +88,14 @@ def interpret(transcript: str, *, delimiter: str = ';', confidence: float | None
 
 
 def _without_empty_targets(cmd: Command) -> Command:
-    """Drop "targets" that name nothing ("can you", "please do", "i want"); none left: ignore."""
+    """Drop "targets" that name nothing ("can you", "please do", "i want"); none left: ignore. A safety
+    word inside any target ("the red cube and stop") clears everything."""
     if cmd.action not in ('set', 'add'):
         return cmd
+    said = next((w for t in cmd.targets if not t.startswith(SEMANTIC_PREFIX) for w in _safety_words(t.split())),
+                None)
+    if said:
+        return Command('clear', (), '', cmd.raw, f'clear: {said!r} was said (safety words always clear)')
     kept = tuple(t for t in cmd.targets if t.startswith(SEMANTIC_PREFIX)
                  or any(w not in W.FUNCTION_WORDS for w in t.split()))
     if kept == cmd.targets:
@@ -100,6 +107,22 @@ def _without_empty_targets(cmd: Command) -> Command:
         return Command('ignore', (), '', cmd.raw, 'names no object (only function words: '
                        + ', '.join(repr(t) for t in cmd.targets) + ')')
     return Command(cmd.action, kept, cmd.intent, cmd.raw, _describe(cmd.action, kept, cmd.intent))
+
+
+def _safety_words(words: list[str]) -> list[str]:
+    """Safety words in a target that do not name a thing ("stop" in "the stop sign" names one)."""
+    found = []
+    for i, w in enumerate(words):
+        if w not in W.SAFETY_WORDS:
+            continue
+        j = i
+        while j < len(words) and words[j] in W.SAFETY_WORDS:
+            j += 1
+        named = (j < len(words) and words[j] in W.SAFETY_NAMED_NOUNS) or \
+            (i > 0 and words[i - 1] in W.SAFETY_NAMED_AFTER)
+        if not named:
+            found.append(w)
+    return found
 
 
 def visible_text(text: str) -> str:

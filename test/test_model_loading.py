@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 import shutil
 
@@ -329,13 +330,23 @@ def test_error_bad_device_and_dtype(small_ckpt):
         load_model(small_ckpt, dtype=torch.float64)
 
 
-def test_error_tokenizer_larger_than_embedding(tmp_path, small_ckpt):
+def test_tokenizer_must_fit_embedding(tmp_path, small_ckpt, caplog):
+    """A tokenizer larger than the table is refused; one that leaves most rows unused is most likely another
+    model's (every prompt silently misread) and is warned about."""
     ckpt = _copy(small_ckpt, tmp_path / 'c')
     raw = json.loads((ckpt / 'config.json').read_text())
     raw['evf_sam_ros']['beit3']['vocab_size'] = 10
     (ckpt / 'config.json').write_text(json.dumps(raw))
     with pytest.raises(ModelLoadError, match='tokenizer has .* tokens but the BEiT-3 embedding only 10 rows'):
         load_model(ckpt)
+    with caplog.at_level(logging.WARNING, logger=loading.log.name):
+        load_model(small_ckpt)
+    assert 'misread' not in caplog.text     # a checkpoint's own tokenizer: no warning
+    raw['evf_sam_ros']['beit3']['vocab_size'] = 100_000
+    (ckpt / 'config.json').write_text(json.dumps(raw))
+    with caplog.at_level(logging.WARNING, logger=loading.log.name), pytest.raises(ModelLoadError):
+        load_model(ckpt)                     # the weights' table does not match the config either
+    assert 'but the BEiT-3 embedding 100000 rows' in caplog.text and 'misread' in caplog.text
 
 
 def test_default_model(monkeypatch, tmp_path, small_ckpt):

@@ -250,3 +250,45 @@ def test_segment_call_in_flight_during_a_transition(ros_context, transition):
         assert h.node.predictor is None if transition == 'cleanup' else h.node.predictor is pred
         r = h.call(cli, Segment.Request(prompts=['cup'], image=make_image(H, W)))
         assert not r.success and 'not active' in r.message
+
+
+def test_lifecycle_churn_while_frames_and_prompts_stream(ros_context, capfd):
+    """Deactivate/activate/cleanup/configure while a 30 Hz camera and a burst of prompt commands (accepted,
+    rejected, clear) keep arriving: no callback meets a destroyed publisher, no error, and the node
+    segments again afterwards."""
+    import threading
+
+    pred = FakePredictor(delay=0.02)
+    with Harness(ros_context, predictor=pred, params={'use_depth': False, 'warmup': False,
+                                                     'max_prompt_chars': 40}) as h:
+        assert h.wait_connected()
+        stop = threading.Event()
+        texts = ['cup', 'cup; plate', 'x' * 60, '', 'ball']   # 'x' * 60: rejected (over max_prompt_chars)
+
+        def talker():
+            i = 0
+            while not stop.is_set():
+                h.prompt(texts[i % len(texts)])
+                i += 1
+                time.sleep(0.005)
+        t = threading.Thread(target=talker, daemon=True)
+        with h.streaming(H, W):
+            t.start()
+            try:
+                for _ in range(4):
+                    h.node.trigger_deactivate()
+                    h.node.trigger_activate()
+                    h.node.trigger_deactivate()
+                    h.node.trigger_cleanup()
+                    h.node.trigger_configure()
+                    h.node.trigger_activate()
+            finally:
+                stop.set()
+                t.join()
+        assert h._thread.is_alive(), 'the executor died (a callback raised)'
+        assert h.node.worker.running
+        h.set_prompt('cup', 1)
+        n = h.count('segmentations')
+        assert _until(h, 'segmentations', n + 2)
+    err = capfd.readouterr().err
+    assert 'Traceback' not in err and 'InvalidHandle' not in err and '[ERROR]' not in err, err[-3000:]

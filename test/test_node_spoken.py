@@ -143,9 +143,12 @@ def test_spoken_commands_end_in_the_right_target(ros_context):
         assert h.wait_prompts(1), (spoken, transcript)
         rgb, _, _ = scene_messages(scene, h.tester.get_clock().now().to_msg(), 'camera_optical')
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not h.count('mask'):
+
+        def both():   # mask and segmentations are separate topics: either may arrive first
+            return h.count('mask') > 0 and h.count('segmentations') > 0
+        while time.monotonic() < deadline and not both():
             h.image_pub.publish(rgb)
-            wait_for(lambda: h.count('mask') > 0, 1.0)
+            wait_for(both, 1.0)
         seg, mask = h.last('segmentations'), h.last('mask')
         lm = np.frombuffer(mask.data, np.uint8).reshape(mask.height, mask.width)
         iou = mask_iou(lm == 1, scene.mask(index))

@@ -263,6 +263,28 @@ def _read_bin(path: pathlib.Path, config: EvfSamConfig, dtype: torch.dtype,
 
 
 # ---- load_model ----------------------------------------------------------------------------------------
+def load_checkpoint_tokenizer(directory: pathlib.Path, config: EvfSamConfig):
+    """The checkpoint's tokenizer, checked against its BEiT-3 embedding table (shared by every backend).
+
+    BEiT-3 keeps a few spare rows (64,010 for XLM-R's 64,002 tokens). A larger tokenizer indexes past the
+    table: refused. One that leaves most rows unused is most likely another model's, which would make every
+    prompt silently misread; tables padded for speed are legal, so that only gets a warning.
+    """
+    tokenizer = load_tokenizer(directory)
+    rows, tokens = config.beit3.vocab_size, len(tokenizer)
+    if tokens > rows:
+        raise ModelLoadError(f'{directory}: the tokenizer has {tokens} tokens but the BEiT-3 embedding only {rows} '
+                             'rows; the tokenizer files belong to another model (restore the checkpoint\'s own '
+                             'sentencepiece.bpe.model)')
+    if tokens < rows // 2:
+        log.warning('%s: the tokenizer has %d tokens but the BEiT-3 embedding %d rows; if these tokenizer files '
+                    "are not the checkpoint's own, every prompt is misread (restore its sentencepiece.bpe.model)",
+                    directory, tokens, rows)
+    if config.behaviour.multitask and SEMANTIC_TOKEN not in tokenizer.get_vocab():
+        log.warning('%s: multitask behaviour but the tokenizer has no %s token', directory, SEMANTIC_TOKEN)
+    return tokenizer
+
+
 def load_model(path: str | os.PathLike | None = None, device: str | torch.device = 'cpu',
                dtype: str | torch.dtype = 'auto', *, allow_download: bool = False,
                behaviour: Mapping[str, Any] | EvfSamBehaviour | None = None, backend: str = 'torch',
@@ -292,13 +314,7 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
     torch_dtype = resolve_dtype(dtype, dev)
     directory, is_default = resolve_checkpoint_dir(path, allow_download=allow_download)
     config = read_config(directory, behaviour)
-    tokenizer = load_tokenizer(directory)
-    if len(tokenizer) > config.beit3.vocab_size:
-        raise ModelLoadError(f'{directory}: the tokenizer has {len(tokenizer)} tokens but the BEiT-3 embedding only '
-                             f'{config.beit3.vocab_size} rows; the tokenizer files belong to another model (restore '
-                             "the checkpoint's own sentencepiece.bpe.model)")
-    if config.behaviour.multitask and SEMANTIC_TOKEN not in tokenizer.get_vocab():
-        log.warning('%s: multitask behaviour but the tokenizer has no %s token', directory, SEMANTIC_TOKEN)
+    tokenizer = load_checkpoint_tokenizer(directory, config)
     try:
         state = read_weights(directory, config, torch_dtype, dev)
         # Build on the meta device and adopt the loaded tensors: no random init, no second copy.

@@ -30,7 +30,6 @@ from ..errors import ModelLoadError
 from .export import EXPORT_MANIFEST, read_manifest
 from .modeling import DecoderOutput, SamImageEmbeddings
 from .predictor import EvfSamPredictor
-from .tokenizer import load_tokenizer
 
 __all__ = ['BACKENDS', 'ExportedGraphPredictor', 'find_export_dir', 'load_exported', 'default_model_export_dir']
 
@@ -228,9 +227,9 @@ def load_exported(directory: pathlib.Path, *, backend: str, device: Any = 'auto'
     if wanted not in ('auto', manifest['dtype']):
         raise ModelLoadError(f'{export_dir}: the graphs were exported in {manifest["dtype"]}, not {wanted}; pass '
                              f'dtype="auto" or re-export with `evf-sam export ... --dtype {wanted}`')
-    from .loading import read_config
+    from .loading import load_checkpoint_tokenizer, read_config
     config = read_config(export_dir, behaviour)
-    tokenizer = load_tokenizer(export_dir)
+    tokenizer = load_checkpoint_tokenizer(export_dir, config)
     runtime_device = _runtime_device(backend, device, options)
     graph_cls = _OrtGraph if backend == 'onnxruntime' else _OpenVinoGraph
     graphs = {key: graph_cls(export_dir / g['file'], runtime_device, options) for key, g in manifest['graphs'].items()}

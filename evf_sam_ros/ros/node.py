@@ -105,7 +105,7 @@ class SegmentNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         if self._has_post_set:
             self.add_post_set_parameters_callback(self._after_set_parameters)
-        self.publish_lock = threading.Lock()   # orders frame results after the commands they answer
+        self.publish_lock = threading.RLock()  # orders results after their commands; guards self.outputs
 
         self.stats = NodeStats()
         self.scheduler = FrameScheduler(mode=self._p['mode'], max_rate_hz=self._p['max_rate_hz'],
@@ -248,9 +248,10 @@ class SegmentNode(LifecycleNode):
         for s in self._subs:
             self.destroy_subscription(s)
         self._subs = []
-        if self.outputs is not None:
-            self.outputs.destroy()
-            self.outputs = None
+        with self.publish_lock:   # a prompt callback may be publishing right now (other callback group)
+            outputs, self.outputs = self.outputs, None
+        if outputs is not None:
+            outputs.destroy()
         self.scheduler.reset()
         self.depth.clear()
         self.intrinsics = (None, 'no camera_info received')

@@ -105,12 +105,13 @@ class PromptInput:
 
     def _publish(self, cmd: PromptCommand, accepted: bool = False) -> None:
         node = self.node
-        outputs = node.outputs
-        if outputs is None or not node.scheduler.active:
-            return
-        if accepted:
-            outputs.prompt_set(cmd, node.params['score_threshold'])
-            if not cmd.targets:
-                outputs.cleared(cmd, node.last_frame_shape)
-        else:
-            outputs.command.publish(cmd)
+        with node.publish_lock:   # re-entrant; teardown takes it before destroying the publishers
+            outputs = node.outputs
+            if outputs is None or not node.scheduler.active:
+                return
+            if accepted:
+                outputs.prompt_set(cmd, node.params['score_threshold'])
+                if not cmd.targets:
+                    outputs.cleared(cmd, node.last_frame_shape)
+            else:
+                outputs.command.publish(cmd)
