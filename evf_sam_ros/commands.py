@@ -38,8 +38,9 @@ separates two targets only when all of these hold:
 An explicit ``delimiter`` (";" by default) in the transcript always wins: split on it, clean each piece,
 no "and" splitting; a piece that is a clear command clears everything ("the red cube; stop": safety first).
 Safety words ("stop", "halt", "freeze", "pause", ...) clear wherever they are said ("the red cube and stop",
-"I said stop"), unless they name a thing ("the stop sign", "the bus stop"); "don't!" clears; a "target" made only of function
-words ("can you", "please do", "i want") is ignored: it never reaches the model. A transcript starting with "[semantic]" (multitask checkpoints) passes untouched.
+"I said stop"), unless they name a thing ("the stop sign", "the bus stop"); "don't!" clears. A "target" made
+only of function words ("can you", "please do", "i want") is ignored: it never reaches the model. A
+transcript starting with "[semantic]" (multitask checkpoints) passes untouched.
 Homophones are fixed only in unambiguous context (table ``HOMOPHONES`` in :mod:`.command_words`):
 "read"/"blew" before an object noun -> "red"/"blue"; "wring", "queue", "bawl" after an article, colour or
 size -> "ring", "cube", "ball".

@@ -33,7 +33,7 @@ from evf_sam_ros.geometry import Centroid3D, Intrinsics, centroid_3d
 from evf_sam_ros.masks import mask_area, mask_bbox, mask_centroid
 
 __all__ = ['DepthFrame', 'FrameResult', 'PipelineSettings', 'SegmentationPipeline', 'Target',
-           'build_label_map', 'gate', 'overlay_bgr']
+           'build_label_map', 'gate', 'mask_centroid_3d', 'overlay_bgr']
 
 #: 32FC1 depth is metres: a median over this many "metres" inside masks is millimetres mislabelled
 METRIC_DEPTH_SUSPICIOUS_M = 100.0
@@ -248,13 +248,18 @@ class SegmentationPipeline:
         if k.width and k.height and (k.width, k.height) != (w, h):
             k = k.scaled(w, h)
         for t in detected:
-            c3 = centroid_3d(t.mask, frame.image, k, depth_scale=frame.scale,
-                             erosion_px=s.mask_erosion_px, depth_min=s.depth_min,
-                             depth_max=s.depth_max, min_valid_px=s.min_depth_pixels, bbox=t.bbox)
+            c3 = mask_centroid_3d(t.mask, frame, k, s, bbox=t.bbox)
             t.centroid3d = c3
             t.position_reason = '' if c3.ok else f'no valid depth: {c3.reason}'
             if not c3.ok and frame.scale == 1.0 and not out.depth_warning:
                 out.depth_warning = _metric_depth_warning(t.mask, frame.image)
+
+
+def mask_centroid_3d(mask: np.ndarray, frame: DepthFrame, k: Intrinsics, s: PipelineSettings,
+                     bbox=None) -> Centroid3D:
+    """The robust 3D centroid of a mask with these settings (the node's, and the evaluation's)."""
+    return centroid_3d(mask, frame.image, k, depth_scale=frame.scale, erosion_px=s.mask_erosion_px,
+                       depth_min=s.depth_min, depth_max=s.depth_max, min_valid_px=s.min_depth_pixels, bbox=bbox)
 
 
 def _metric_depth_warning(mask: np.ndarray, depth: np.ndarray) -> str:

@@ -6,9 +6,11 @@
 * `conformance_dir`: ../shared/fixtures/evf_conformance (or $EVF_SAM_CONFORMANCE_DIR).
 * `tiny_checkpoint_sam1` / `tiny_checkpoint_sam2`: random-init tiny checkpoints in the official layout.
 * Outside CI, tests that need what only ../shared provides here (the conformance fixtures; the
-  `ros2` CLI and launch, from ../shared/ros2-tools or a ROS install) are deselected with a one-line
-  notice, so that `make test` passes on a fresh clone. CI (CI=true) has ../shared and runs them all.
+  `ros2` CLI, launch, vision_msgs and rosidl_runtime_py, from ../shared/ros2-tools or a ROS install)
+  are deselected with a one-line notice, so that `make test` passes on a fresh clone. CI (CI=true) has
+  ../shared and runs them all.
 """
+import importlib.util
 import itertools
 import os
 import pathlib
@@ -52,11 +54,13 @@ def pytest_collection_modifyitems(config, items):
         return   # CI has ../shared: everything runs, and a skip fails the run
     no_fixtures = not (_shared_base() / 'fixtures').is_dir()
     no_cli = shutil.which('ros2') is None
+    no_tools = any(importlib.util.find_spec(m) is None for m in ('vision_msgs', 'rosidl_runtime_py'))
     no_netns = os.geteuid() != 0 or shutil.which('ip') is None
     no_voice = shutil.which('espeak-ng') is None
     drop = [item for item in items
             if (no_fixtures and _FIXTURE_ARGS & set(getattr(item, 'fixturenames', ())))
             or (no_cli and item.get_closest_marker('ros2cli'))
+            or (no_tools and item.get_closest_marker('ros_tools'))
             or (no_netns and item.get_closest_marker('netns'))
             or (no_voice and item.get_closest_marker('voice'))]
     if not drop:
@@ -66,6 +70,7 @@ def pytest_collection_modifyitems(config, items):
     items[:] = [item for item in items if id(item) in kept]
     what = ' and '.join(w for w, missing in (('the shared fixtures', no_fixtures),
                                              ('the ros2 CLI/launch', no_cli),
+                                             ('vision_msgs/rosidl_runtime_py', no_tools and not no_cli),
                                              ('root for ip netns', no_netns),
                                              ('espeak-ng (apt-get install espeak-ng)', no_voice)) if missing)
     _deselect_notice.append(

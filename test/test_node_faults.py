@@ -263,3 +263,26 @@ def test_depth_out_of_sync_is_not_used(ros_context):
         assert s.detected and not s.has_position
         h.clear()     # within tolerance: used
         assert _frames_until(h, 'centroid', make=lambda i: make_image(H, W, stamp=(5, 20_000_000)))
+
+
+def test_without_the_tools_pypi_lacks_the_node_still_segments(ros_context, monkeypatch, capfd):
+    """vision_msgs and rosidl_runtime_py come with every ROS install but not from PyPI (here they come from
+    ../shared/ros2-tools). Without them the node segments with String prompts, says what is off and how to
+    get it, and refuses other transcript types with a message instead of a traceback."""
+    import sys
+    for name in ('vision_msgs', 'vision_msgs.msg', 'rosidl_runtime_py', 'rosidl_runtime_py.utilities'):
+        monkeypatch.setitem(sys.modules, name, None)   # import raises ModuleNotFoundError
+    with Harness(ros_context, params={'use_depth': False}) as h:
+        assert h.wait_connected()
+        assert h.node.outputs.detections is None and h.node.outputs.label_info is None
+        h.set_prompt('cup', 1)
+        assert _frames_until(h, 'segmentations', 2)
+        assert h.last('segmentations').segmentations[0].detected
+    err = capfd.readouterr().err
+    assert 'vision_msgs is not installed: ~/detections and ~/label_info are not published' in err
+    assert 'Traceback' not in err
+    params = {'transcript_type': 'diagnostic_msgs/msg/KeyValue', 'transcript_field': 'value'}
+    with Harness(ros_context, params=params, string_prompts=False) as h:
+        assert h.node.predictor is None
+    err = capfd.readouterr().err
+    assert 'other types need rosidl_runtime_py' in err and 'Traceback' not in err

@@ -87,6 +87,7 @@ def test_prompt_to_mask_segmentations_centroid_markers(ros_context):
         assert ov.header.frame_id == 'camera_optical'
 
 
+@pytest.mark.ros_tools
 def test_vision_msgs_detections_and_label_info(ros_context):
     from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
     from vision_msgs.msg import Detection2DArray, LabelInfo

@@ -83,6 +83,7 @@ def test_ignored_and_rejected_transcripts_say_why(ros_context):
         assert h.node.scheduler.prompts == ['the red cube', 'the green ball']
 
 
+@pytest.mark.ros_tools
 def test_transcript_in_another_message_type(ros_context, ros_domain_id):
     """A whisper_msgs/Transcription-shaped type (a string field, no header): KeyValue.value here,
     published from another participant (as a speech node would); an empty field (a partial
@@ -106,6 +107,7 @@ def test_transcript_in_another_message_type(ros_context, ros_domain_id):
             rclpy.shutdown(context=other)
 
 
+@pytest.mark.ros_tools
 def test_unusable_transcript_type_leaves_the_node_unconfigured(ros_context, capfd):
     params = dict(SPOKEN, transcript_type='diagnostic_msgs/msg/KeyValue', transcript_field='nope')
     with Harness(ros_context, params=params) as h:

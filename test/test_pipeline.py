@@ -69,14 +69,42 @@ def test_a_frame_sees_one_settings_snapshot():
 
 
 def test_gate_and_the_evaluation_agree():
-    from evf_sam_ros.training.evaluate import _gated
-    s = PipelineSettings(score_threshold=0.5, min_mask_area=0)
-    mask = np.ones((3, 3), bool)
-    for score in (0.2, 0.5, 0.9, float('nan')):
-        assert bool(_gated(mask, score, 0.5).any()) == (gate(score, None, 9, s, False) == '')
+    """The evaluation scores what the node would report: its gating (score, object score, area) and its
+    3D centroid, through the same pipeline."""
+    from types import SimpleNamespace
+
+    from evf_sam_ros.geometry import Intrinsics
+    from evf_sam_ros.training.datasets import Expr, Sample
+    from evf_sam_ros.training.evaluate import evaluate_predictor
+
     assert 'object score' in gate(0.9, -1.0, 100, PipelineSettings(), True)
     assert gate(0.9, -1.0, 100, PipelineSettings(), False) == ''   # SAM-1: no object score
     assert 'min_mask_area' in gate(0.9, None, 10, PipelineSettings(min_mask_area=50), False)
+    big, small = np.zeros((40, 40), bool), np.zeros((40, 40), bool)
+    big[5:25, 5:25] = True
+    small[30:35, 30:35] = True   # 25 px < the node's min_mask_area (50)
+    # prompt -> (mask, score, object score): each case fails one of the node's gates, or none
+    cases = {'ok': (big, 0.9, 1.0), 'low score': (big, 0.2, 1.0), 'no object': (big, 0.9, -1.0),
+             'tiny': (small, 0.9, 1.0), 'nan': (big, float('nan'), 1.0)}
+    pred = SimpleNamespace(has_object_score=True, encode_image=lambda rgb: {},
+                           segment=lambda f, prompts: [SimpleNamespace(prompt=p, mask=cases[p][0], score=cases[p][1],
+                                                                       object_score=cases[p][2]) for p in prompts])
+    exprs = [Expr(p, cases[p][0], kind=p.replace(' ', '_')) for p in cases]
+    scene = SimpleNamespace(depth=np.full((40, 40), 2.0, np.float32), intrinsics=Intrinsics(50, 50, 20, 20),
+                            mask=lambda i: big, objects=[SimpleNamespace(center_cam=np.array([0.0, 0.0, 2.0]))])
+    for e in exprs:
+        e.target = 0
+    sample = Sample(np.zeros((40, 40, 3), np.uint8), exprs, scene=scene)
+    raw = evaluate_predictor(pred, [sample])
+    gated = evaluate_predictor(pred, [sample], score_threshold=0.5)
+    # each expression's ground truth is its own mask: raw masks are all right (the NaN one is dropped,
+    # as the node drops it); gated, only what the node reports is right
+    assert {k: v['gIoU'] for k, v in raw['scores'].items() if k != 'all'} == \
+        {'ok': 1.0, 'low_score': 1.0, 'no_object': 1.0, 'tiny': 1.0, 'nan': 0.0}
+    assert {k: v['gIoU'] for k, v in gated['scores'].items() if k != 'all'} == \
+        {'ok': 1.0, 'low_score': 0.0, 'no_object': 0.0, 'tiny': 0.0, 'nan': 0.0}
+    assert gated['centroid_error_m']['ok']['median_surface'] == pytest.approx(0.0, abs=1e-9)
+    assert set(gated['centroid_error_m']) == {'all', 'ok'}   # only reported targets have a 3D position
 
 
 def test_scheduler_keeps_only_the_latest_frame_and_respects_age_and_rate():

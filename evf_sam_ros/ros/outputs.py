@@ -28,20 +28,26 @@ LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
 
 class Outputs:
     def __init__(self, node) -> None:
-        from vision_msgs.msg import Detection2DArray, LabelInfo
-
         pub = node.create_lifecycle_publisher
         self._node = node
         self.mask = pub(Image, 'mask', RELIABLE)
         self.segmentations = pub(SegmentationArray, 'segmentations', RELIABLE)
-        self.detections = pub(Detection2DArray, 'detections', RELIABLE)
         self.centroid = pub(PointStamped, 'centroid', RELIABLE)
         self.overlay = pub(Image, 'overlay', QoSProfile(depth=1))
         self.markers = pub(MarkerArray, 'markers', RELIABLE)
-        self.label_info = pub(LabelInfo, 'label_info', LATCHED)
         self.command = pub(PromptCommand, 'command', LATCHED)
-        self._all = [self.mask, self.segmentations, self.detections, self.centroid, self.overlay,
-                     self.markers, self.label_info, self.command]
+        self._all = [self.mask, self.segmentations, self.centroid, self.overlay, self.markers, self.command]
+        self.detections = self.label_info = None
+        try:   # a declared dependency (rosdep installs it); without it the node still segments
+            from vision_msgs.msg import Detection2DArray, LabelInfo
+        except ImportError:
+            node.log.warn('vision_msgs is not installed: ~/detections and ~/label_info are not published '
+                          '(install ros-$ROS_DISTRO-vision-msgs, or run rosdep install for this package)',
+                          'vision_msgs', 0.0)
+        else:
+            self.detections = pub(Detection2DArray, 'detections', RELIABLE)
+            self.label_info = pub(LabelInfo, 'label_info', LATCHED)
+            self._all += [self.detections, self.label_info]
         self._markers_shown = False
         self._last_overlay = 0.0
 
@@ -56,7 +62,8 @@ class Outputs:
         if p['publish_mask']:
             self.mask.publish(M.label_mask_msg(header, result.label_map()))
         self.segmentations.publish(M.segmentation_array_msg(header, targets, command))
-        self.detections.publish(M.detections_msg(header, targets))
+        if self.detections is not None:
+            self.detections.publish(M.detections_msg(header, targets))
         located = [t for t in targets if t.detected and t.has_position]
         if p['publish_centroid'] and located:
             self.centroid.publish(M.centroid_msg(header, located[0]))
@@ -82,7 +89,8 @@ class Outputs:
         the last frame's size (so the last one shown is not the old target's), markers removed."""
         header = command.header
         self.segmentations.publish(SegmentationArray(header=header, command=command))
-        self.detections.publish(M.detections_msg(header, []))
+        if self.detections is not None:
+            self.detections.publish(M.detections_msg(header, []))
         if shape is not None:
             self.mask.publish(M.label_mask_msg(header, np.zeros(shape, np.uint8)))
         self.clear_markers(header)
@@ -90,4 +98,5 @@ class Outputs:
     def prompt_set(self, command: PromptCommand, threshold: float) -> None:
         """The command as understood, and the label map's meaning (both latched)."""
         self.command.publish(command)
-        self.label_info.publish(M.label_info_msg(command.header, list(command.targets), threshold))
+        if self.label_info is not None:
+            self.label_info.publish(M.label_info_msg(command.header, list(command.targets), threshold))

@@ -2,7 +2,7 @@
 default, or any message that carries the transcript in a string field, e.g.
 ``whisper_msgs/msg/Transcription`` (``text``, no header) or ``hri_msgs/msg/LiveSpeech`` (``final``:
 partial transcripts leave it empty and are ignored). The type is resolved by name at start-up with
-rosidl_runtime_py (part of every ROS 2 install)."""
+rosidl_runtime_py (part of every ROS 2 install; the default String needs only std_msgs)."""
 from __future__ import annotations
 
 __all__ = ['TranscriptSource']
@@ -10,19 +10,25 @@ __all__ = ['TranscriptSource']
 
 class TranscriptSource:
     def __init__(self, type_name: str, field: str) -> None:
-        from rosidl_runtime_py.utilities import get_message
+        self.is_string_type = type_name.replace('/msg/', '/') == 'std_msgs/String'
         try:
-            self.msg_type = get_message(type_name)
+            if self.is_string_type:   # the default needs nothing beyond std_msgs
+                from std_msgs.msg import String as msg_type
+            else:
+                from rosidl_runtime_py.utilities import get_message
+                msg_type = get_message(type_name)
+            self.msg_type = msg_type
         except (AttributeError, ModuleNotFoundError, ValueError) as exc:
-            raise ValueError(f"transcript_type '{type_name}' cannot be loaded ({exc}); give a message type as "
-                             "'package/msg/Type' whose package is installed and sourced") from None
+            hint = ('other types need rosidl_runtime_py (part of every ROS 2 install: source it), or use '
+                    'std_msgs/msg/String' if (getattr(exc, 'name', None) or '').startswith('rosidl_runtime_py') else
+                    "give a message type as 'package/msg/Type' whose package is installed and sourced")
+            raise ValueError(f"transcript_type '{type_name}' cannot be loaded ({exc}); {hint}") from None
         fields = self.msg_type.get_fields_and_field_types()
         if fields.get(field) not in ('string', 'wstring') and not str(fields.get(field, '')).startswith('string<'):
             strings = [n for n, t in fields.items() if t.startswith(('string', 'wstring'))]
             raise ValueError(f"transcript_field '{field}' is not a string field of {type_name} (its string "
                              f"fields: {', '.join(strings) or 'none'})")
         self.field = field
-        self.is_string_type = type_name.replace('/msg/', '/') == 'std_msgs/String'
         self.has_confidence = fields.get('confidence') in ('float', 'double')
 
     def read(self, msg) -> tuple[str, float | None]:

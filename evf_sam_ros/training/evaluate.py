@@ -7,14 +7,19 @@
 Protocol (EVF eval.py): one image at a time, all its expressions in one padded batch, masks at the
 original resolution (``logits > 0``); gIoU = mean per-expression IoU (empty union counts as 1),
 cIoU = sum(intersection) / sum(union). RefCOCO sentences are stripped and lower-cased.
-For synthetic data the 3D centroid error is reported too: the robust depth centroid of the predicted
-mask (``evf_sam_ros.geometry.centroid_3d``, what the node publishes) against the same centroid of the
-ground-truth mask ("surface") and against the object's true 3D centre ("centre").
+Every image goes through ``SegmentationPipeline`` (what the node, its service and the CLI run), so the
+masks, the gating and the 3D centroids are the node's own. With ``score_threshold=None`` nothing is gated
+(the paper's protocol); with a threshold, a mask counts as empty when the node would not report it
+(predicted IoU, SAM-2 object score and ``min_mask_area``, at the node's defaults).
+For synthetic data the 3D centroid error is reported too: the node's robust depth centroid of the
+predicted mask against the same centroid of the ground-truth mask ("surface") and against the object's
+true 3D centre ("centre").
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections import defaultdict
@@ -23,35 +28,35 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
+from evf_sam_ros.pipeline import DepthFrame, PipelineSettings, SegmentationPipeline, Target, gate, mask_centroid_3d
+
 from .metrics import IoUAccumulator
 
-__all__ = ['evaluate_predictor', 'evaluate_model', 'main', 'centroid_errors']
+__all__ = ['evaluate_predictor', 'evaluate_model', 'evaluation_settings', 'main', 'centroid_errors']
 
 
-def _centroid(mask: np.ndarray, scene) -> np.ndarray | None:
-    from evf_sam_ros.geometry import centroid_3d
-    c = centroid_3d(mask, scene.depth, scene.intrinsics, erosion_px=1)
-    return np.array(c.position) if c.ok else None
+def evaluation_settings(score_threshold: float | None) -> PipelineSettings:
+    """The node's default settings (depth range, mask erosion, gating); ``None``: gate nothing."""
+    if score_threshold is None:
+        return PipelineSettings(score_threshold=-math.inf, object_score_threshold=-math.inf, min_mask_area=0)
+    return PipelineSettings(score_threshold=score_threshold)
 
 
-def centroid_errors(pred_mask: np.ndarray, scene, target: int) -> tuple[float | None, float | None]:
+def _scene_depth(scene):
+    """The pipeline's depth source for a synthetic scene (metric float depth, exact intrinsics)."""
+    return lambda: (DepthFrame(scene.depth, 1.0), scene.intrinsics, '')
+
+
+def centroid_errors(target: Target, scene, index: int, settings: PipelineSettings
+                    ) -> tuple[float | None, float | None]:
     """(error vs GT-mask surface centroid, error vs true object centre) in metres; None if no centroid."""
-    p = _centroid(pred_mask, scene)
-    if p is None:
+    if not target.has_position:
         return None, None
-    g = _centroid(scene.mask(target), scene)
-    surface = float(np.linalg.norm(p - g)) if g is not None else None
-    centre = float(np.linalg.norm(p - scene.objects[target].center_cam))
+    p = np.array(target.centroid3d.position)
+    g = mask_centroid_3d(scene.mask(index), DepthFrame(scene.depth, 1.0), scene.intrinsics, settings)
+    surface = float(np.linalg.norm(p - np.array(g.position))) if g.ok else None
+    centre = float(np.linalg.norm(p - scene.objects[index].center_cam))
     return surface, centre
-
-
-def _gated(mask: np.ndarray, score: float, threshold: float | None) -> np.ndarray:
-    """The mask as the node reports it: empty when the pipeline's score gate (``threshold``) rejects it."""
-    from evf_sam_ros.pipeline import PipelineSettings, gate
-    only_score = PipelineSettings(score_threshold=threshold, min_mask_area=0) if threshold is not None else None
-    if only_score is None or not gate(score, None, 1, only_score, False):
-        return mask
-    return np.zeros_like(mask)
 
 
 def evaluate_predictor(predictor, dataset: Iterable, *, limit: int | None = None, progress: bool = False,
@@ -59,10 +64,13 @@ def evaluate_predictor(predictor, dataset: Iterable, *, limit: int | None = None
                        also_gated: float | None = None) -> dict[str, Any]:
     """Run ``predictor`` (an EvfSamPredictor) over a dataset of Samples; returns scores per kind.
 
-    ``score_threshold``: count a mask whose predicted IoU is below it as empty (what the node's
-    ``score_threshold`` gating does); None = the paper's protocol (raw masks). ``also_gated``: in the same
-    pass, also score with that gating threshold (``result['gated']``).
+    ``score_threshold``: count a mask the node would not report as empty (see the module docstring);
+    None = the paper's protocol (raw masks). ``also_gated``: in the same pass, also score with that
+    threshold (``result['gated']``).
     """
+    settings = evaluation_settings(score_threshold)
+    pipeline = SegmentationPipeline(predictor, settings)
+    gated_settings = evaluation_settings(also_gated) if also_gated is not None else None
     acc = IoUAccumulator()
     acc_gated = IoUAccumulator()
     cerr: dict[str, list[float]] = defaultdict(list)
@@ -75,15 +83,18 @@ def evaluate_predictor(predictor, dataset: Iterable, *, limit: int | None = None
         n_img += 1
         if not sample.exprs:
             continue
-        feats = predictor.encode_image(sample.image)
-        results = predictor.segment(feats, [e.text for e in sample.exprs])
-        for e, r in zip(sample.exprs, results):
-            mask = _gated(r.mask, r.score, score_threshold)
+        scene = sample.scene if with_centroids else None
+        result = pipeline.run(sample.image, [e.text for e in sample.exprs],
+                              depth=_scene_depth(scene) if scene is not None else None)
+        for e, t in zip(sample.exprs, result.targets):
+            mask = t.mask if t.detected else np.zeros_like(t.mask)
             acc.add(mask, e.mask, e.kind)
-            if also_gated is not None:
-                acc_gated.add(_gated(mask, r.score, also_gated), e.mask, e.kind)
-            if with_centroids and sample.scene is not None and e.target is not None:
-                s, c = centroid_errors(mask, sample.scene, e.target)
+            if gated_settings is not None:
+                shown = t.detected and not gate(t.score, t.object_score, t.area, gated_settings,
+                                                pipeline.has_object_score)
+                acc_gated.add(mask if shown else np.zeros_like(mask), e.mask, e.kind)
+            if scene is not None and e.target is not None:
+                s, c = centroid_errors(t, scene, e.target, settings)
                 if s is not None:
                     cerr[e.kind].append(s)
                     cerr_centre[e.kind].append(c)
@@ -142,13 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--limit', type=int, help='evaluate at most this many images')
     ap.add_argument('--device', default='auto')
     ap.add_argument('--score-threshold', type=float, default=None,
-                    help='empty the masks whose predicted IoU is below this (as the node gates); default: raw masks')
+                    help="count the masks the node would not report (its gating at this score_threshold) as "
+                         'empty; default: raw masks')
     ap.add_argument('--json', help='also write the results to this JSON file')
     args = ap.parse_args(argv)
-    device = args.device
-    if device == 'auto':
-        device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    predictor = load_model(args.model, device=device)
+    predictor = load_model(args.model, device=args.device)   # 'auto' is resolved by load_model
     dataset = open_dataset(args.data, synthetic_seed=TEST_SEED, synthetic_count=args.scenes, default_split='val')
     res = evaluate_predictor(predictor, dataset, limit=args.limit, progress=True, score_threshold=args.score_threshold)
     res['model'] = args.model or 'default'

@@ -5,8 +5,8 @@
 The scenes and spoken commands are drawn exactly as ``make demo`` draws them (``demo.build_script``:
 640x480 scenes, two colour+shape commands, a position, a no-match and a relation per scene), but from
 the validation seeds (1,000,000+) instead of the demo's (3,000,000+). Each command goes the node's way:
-the spoken-command interpreter, the model, then the node's gating (predicted IoU >= threshold and
-``min_mask_area``). A command is right as in the demo: an object detected with IoU >= 0.5, or nothing
+the spoken-command interpreter, the model, then the node's gating (``pipeline.gate``: predicted IoU >=
+threshold, the SAM-2 object score, ``min_mask_area``). A command is right as in the demo: an object detected with IoU >= 0.5, or nothing
 detected when the command names nothing in the scene. Prints the share of right commands per
 threshold (overall and per kind) and the threshold with the most right commands (the lowest on ties).
 """
@@ -40,14 +40,19 @@ def command_outcomes(predictor, n_scenes: int, width: int = 640, height: int = 4
             results = pred.segment(pred.encode_image(scene.rgb), prompts)
             for c, r in zip(commands, results):
                 mask = np.asarray(r.mask) != 0
+                obj = getattr(r, 'object_score', None)
                 out.append({'seed': c.scene_seed, 'text': c.text, 'kind': c.kind, 'has_target': c.target is not None,
-                            'score': float(r.score), 'area': int(mask.sum()), 'min_mask_area': min_mask_area,
+                            'score': float(r.score), 'object_score': None if obj is None else float(obj),
+                            'has_object_score': bool(getattr(pred, 'has_object_score', False)),
+                            'area': int(mask.sum()), 'min_mask_area': min_mask_area,
                             'iou': mask_iou(mask, scene.mask(c.target))})
     return outs if isinstance(predictor, (list, tuple)) else outs[0]
 
 
 def _right(o: dict, threshold: float) -> bool:
-    detected = o['score'] >= threshold and o['area'] >= max(1, o['min_mask_area'])
+    from evf_sam_ros.pipeline import PipelineSettings, gate   # the node's own gating
+    settings = PipelineSettings(score_threshold=threshold, min_mask_area=o['min_mask_area'])
+    detected = not gate(o['score'], o.get('object_score'), o['area'], settings, o.get('has_object_score', False))
     return (detected and o['iou'] >= 0.5) if o['has_target'] else not detected
 
 
