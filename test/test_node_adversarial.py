@@ -108,7 +108,9 @@ def test_huge_step_in_a_tiny_message_allocates_nothing(encoding):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert out.size >= 1 and peak < 1_000_000, peak
+    # the defect allocated ~4 GB; the margin is for other threads of the test process (tracemalloc
+    # counts them too)
+    assert out.size >= 1 and peak < 24_000_000, peak
     msg.height = 3   # now the bytes cannot cover the rows: rejected, still without allocating
     with pytest.raises(InvalidImageError, match='truncated'):
         image_to_rgb(msg) if encoding == 'rgb8' else depth_from_msg(msg)
@@ -126,7 +128,9 @@ def test_oversized_images_rejected_before_decoding():
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < 5_000_000, peak
+    # decoding would take 64 MB (200 MB as RGB); the margin is for other threads of the test process
+    # (tracemalloc counts them too: 8 MB seen in CI)
+    assert peak < 24_000_000, peak
     big = SimpleNamespace(height=5000, width=5000, encoding='rgb8', is_bigendian=False, step=15000,
                           data=bytes(3))
     with pytest.raises(InvalidImageError, match='max_image_pixels'):
