@@ -50,7 +50,8 @@ export EVF_SAM_FAIL_ON_SKIP="${EVF_SAM_FAIL_ON_SKIP:-1}" ROS_AUTOMATIC_DISCOVERY
 # Not here: test_model_backends.py, the optional ONNX/onnxruntime/OpenVINO backends, which come from
 # requirements/deploy.txt (exact pins for this repository's venv), not from ros-distro.txt's ranges.
 TESTS=()
-for f in test/test_model_*.py test/test_node_*.py test/test_geometry.py test/test_cli.py; do
+for f in test/test_model_*.py test/test_node_*.py test/test_geometry.py test/test_cli.py test/test_pipeline.py \
+         test/test_commands.py test/test_default_model_quality.py; do
   [ "$f" = test/test_model_backends.py ] || TESTS+=("$f")
 done
 exec "$OLD/bin/python" -m pytest "${TESTS[@]}" -q -p no:cacheprovider "$@"

@@ -296,3 +296,16 @@ def test_lifecycle_churn_while_frames_and_prompts_stream(ros_context, capfd):
         assert _until(h, 'segmentations', n + 2)
     err = capfd.readouterr().err
     assert 'Traceback' not in err and 'InvalidHandle' not in err and '[ERROR]' not in err, err[-3000:]
+
+
+def test_lifecycle_shutdown_leaves_other_nodes_of_the_process_running(ros_context):
+    """The shutdown transition ends this node (run_node then leaves), not the context that other nodes
+    of the same process share (composition, a user's own executable)."""
+    with Harness(ros_context, params={'use_depth': False, 'warmup': False}) as h:
+        assert h.wait_connected()
+        h.node.trigger_deactivate()
+        h.node.trigger_shutdown()
+        assert wait_for(h.node.finished.is_set, 3.0)
+        time.sleep(0.5)
+        assert ros_context.ok()
+        assert h.node.predictor is None

@@ -286,3 +286,44 @@ def test_without_the_tools_pypi_lacks_the_node_still_segments(ros_context, monke
         assert h.node.predictor is None
     err = capfd.readouterr().err
     assert 'other types need rosidl_runtime_py' in err and 'Traceback' not in err
+
+
+def test_segment_service_never_pairs_a_callers_image_with_the_cameras_depth(ros_context):
+    """A caller's image is not the camera's view: the live depth (even with the same stamp) must not give
+    it a 3D position. The latest camera frame, asked for with an empty image, does get one."""
+    with Harness(ros_context) as h:
+        assert h.wait_connected()
+        _send_depth(h, depth_image(np.full((H, W), 1.0, np.float32), stamp=(5, 0)), camera_info(H, W))
+        cli = h.tester.create_client(Segment, '/segment')
+        r = h.call(cli, Segment.Request(prompts=['cup'], image=make_image(H, W, stamp=(5, 0))))
+        assert r.success and 'no 3D: the request brings no depth' in r.message
+        s = r.result.segmentations[0]
+        assert s.detected and not s.has_position and s.position_reason
+        h.image_pub.publish(make_image(H, W, stamp=(5, 0)))   # the camera's own frame
+        assert wait_for(lambda: h.node.scheduler.latest() is not None, 5.0)
+        r = h.call(cli, Segment.Request(prompts=['cup']))
+        assert r.success and r.result.segmentations[0].has_position, r.message
+
+
+def test_frame_loss_from_stamps_is_reported_in_diagnostics_and_the_log(ros_context):
+    """A 30 Hz camera of which only a quarter of the frames arrive (stamps 0,1, 8,9, 16,17, ...): the
+    node says so in /diagnostics (WARN) and in a warning that says what to change."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+    with Harness(ros_context, params={'use_depth': False, 'diagnostics_period': 0.2}) as h:
+        assert h.wait_connected()
+
+        def warned():
+            with h.lock:
+                return any("receiving 25 % of the camera's frames" in st.message and st.level == DiagnosticStatus.WARN
+                           for m in h.received['diagnostics'][-3:] for st in m.status)
+        deadline, i = time.monotonic() + 15.0, 0
+        while time.monotonic() < deadline and not warned():
+            if i % 8 in (0, 1):   # 2 of every 8 frames arrive
+                ns = i * 1_000_000_000 // 30
+                h.image_pub.publish(make_image(H, W, stamp=(100 + ns // 10**9, ns % 10**9)))
+                time.sleep(0.01)
+            i += 1
+        assert warned(), [st.message for m in h.received['diagnostics'][-2:] for st in m.status]
+        assert 0.7 < h.node.diagnostics_values()['image_loss'] < 0.8
+        assert "only 25 % of the camera's frames reach the node" in h.node.log.last_message['frame_loss']
+        assert 'large-image transport' in h.node.log.last_message['frame_loss']

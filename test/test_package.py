@@ -45,6 +45,16 @@ def test_ros_free_core_imports_without_rclpy():
     assert out.stdout.strip() == 'ok'
 
 
+def test_pipeline_geometry_and_commands_import_without_torch_or_rclpy():
+    """The numpy-only core (gating, geometry, scheduling, command parsing) must not pull in torch."""
+    modules = ['geometry', 'pipeline', 'scheduling', 'commands', 'prompts', 'masks', 'stats', 'errors']
+    code = ('import sys; sys.modules["rclpy"] = None; sys.modules["torch"] = None; '
+            + '; '.join(f'import evf_sam_ros.{m}' for m in modules) + '; print("ok")')
+    out = subprocess.run(['python', '-c', code], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == 'ok'
+
+
 def test_setup_rerun_is_a_quick_no_op():
     out = subprocess.run(['bash', str(REPO_ROOT / 'scripts' / 'setup.sh')], capture_output=True,
                          text=True, timeout=120)

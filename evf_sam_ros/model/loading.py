@@ -57,7 +57,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == 'cuda':
         if not torch.cuda.is_available():
             raise ModelLoadError(f'device {device!r} requested but CUDA is not available (torch {torch.__version__}, '
-                                 f'CUDA build: {torch.version.cuda or "none"}). Use device="cpu" or "auto", or '
+                                 f'CUDA build: {torch.version.cuda or "none"}). Set device to "cpu" or "auto", or '
                                  'install a CUDA build of torch and check the NVIDIA driver (nvidia-smi).')
         count = torch.cuda.device_count()
         if dev.index is not None and dev.index >= count:

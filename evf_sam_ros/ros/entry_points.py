@@ -33,7 +33,9 @@ def run_node(make_node, args=None, executor_factory=None) -> int:
     try:
         node = make_node()
         executor.add_node(node)
-        while rclpy.ok():   # short waits: a signal is handled within 0.25 s even with no traffic
+        finished = getattr(node, 'finished', None)   # set by a lifecycle node after its shutdown transition
+        # short waits: a signal or the end of the node is handled within 0.25 s even with no traffic
+        while rclpy.ok() and not (finished is not None and finished.is_set()):
             executor.spin_once(timeout_sec=0.25)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

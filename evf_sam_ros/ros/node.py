@@ -105,6 +105,7 @@ class SegmentNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         if self._has_post_set:
             self.add_post_set_parameters_callback(self._after_set_parameters)
+        self.finished = threading.Event()      # set after the shutdown transition: the process may end
         self.publish_lock = threading.RLock()  # orders results after their commands; guards self.outputs
 
         self.stats = NodeStats()
@@ -177,6 +178,7 @@ class SegmentNode(LifecycleNode):
             self._load_error = str(exc)
             self.log.error(f'{exc}. The node stays unconfigured', 'load', 0.0)
             return TransitionCallbackReturn.FAILURE
+        self.log.info(f"loading the model (model_path='{p['model_path']}', device={p['device']}, dtype={p['dtype']})")
         try:
             predictor = make_predictor(self._factory, p)
         except Exception as exc:  # noqa: BLE001 - any load failure leaves us unconfigured
@@ -233,8 +235,9 @@ class SegmentNode(LifecycleNode):
     @_logs_exceptions
     def on_shutdown(self, state) -> TransitionCallbackReturn:
         self._teardown()
-        # leave the process once the transition's response is out (ros2 lifecycle set ... shutdown)
-        threading.Timer(0.3, self.context.try_shutdown).start()
+        # run_node leaves its loop once the transition's response is out (ros2 lifecycle set ... shutdown);
+        # other nodes sharing this process and context (composition) keep running
+        threading.Timer(0.3, self.finished.set).start()
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state) -> TransitionCallbackReturn:
