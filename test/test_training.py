@@ -6,7 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from evf_sam_ros.training.train import TrainConfig, _lr_at, _lrs_at, mask_losses, mask_to_sam_frame, train
+from evf_sam_ros.training.batches import mask_to_sam_frame
+from evf_sam_ros.training.objectives import mask_losses
+from evf_sam_ros.training.train import TrainConfig, _lr_at, _lrs_at, train
 
 TINY = dict(
     sam_kind='sam1', sam_image_size=64, out_dim=32, projection_hidden_dim=32,
@@ -40,9 +42,9 @@ def test_losses_and_targets():
 
 
 def test_text_probe_rewards_text_dependent_prompts():
-    from evf_sam_ros.training.train import _TextProbe
+    from evf_sam_ros.training.objectives import TextProbe
     torch.manual_seed(0)
-    probe = _TextProbe(8, 10)
+    probe = TextProbe(8, 10)
     ids = torch.tensor([[0, 5, 2], [0, 6, 2]])
     am = torch.ones_like(ids)
     same = torch.ones(2, 1, 8) * 50 + torch.randn(2, 1, 8) * 0.01     # nearly constant prompt
@@ -52,9 +54,9 @@ def test_text_probe_rewards_text_dependent_prompts():
 
 
 def test_referent_probe_targets_and_gradients():
-    from evf_sam_ros.training.train import _ReferentProbe
+    from evf_sam_ros.training.objectives import ReferentProbe
     torch.manual_seed(0)
-    probe = _ReferentProbe(16, 8)
+    probe = ReferentProbe(16, 8)
     features = torch.randn(2, 1 + 4 + 3, 16, requires_grad=True)     # [CLS] + 2x2 patches + 3 text tokens
     prompts = torch.randn(2, 1, 8, requires_grad=True)
     patches = torch.zeros(2, 2, 2)
@@ -77,9 +79,9 @@ def test_referent_probe_targets_and_gradients():
 
 
 def test_attribute_probe_soft_targets():
-    from evf_sam_ros.training.train import _AttributeProbe
+    from evf_sam_ros.training.objectives import AttributeProbe
     torch.manual_seed(0)
-    probe = _AttributeProbe(8, 16, (('shape', ('s0', 's1')), ('colour', ('c0', 'c1', 'c2'))))   # + "none" each
+    probe = AttributeProbe(8, 16, (('shape', ('s0', 's1')), ('colour', ('c0', 'c1', 'c2'))))   # + "none" each
     emb = torch.randn(2, 8, 4, 4, requires_grad=True)
     features = torch.randn(6, 1 + 4 + 2, 16, requires_grad=True)    # 2 images x 3 prompts, 2x2 patches
     sam_shares = torch.zeros(2, 5, 4, 4)

@@ -29,8 +29,9 @@ def diagnose(run: str | pathlib.Path, scenes: int = 30) -> dict:
     from evf_sam_ros.synthetic.grammar import generate_expressions
     from evf_sam_ros.synthetic.scene import SceneConfig, generate_scene
     from evf_sam_ros.synthetic.splits import VAL_SEED
-    from .train import (TrainConfig, _AttributeProbe, _ReferentProbe, mask_to_beit3_grid,
-                        mask_to_sam_frame)
+    from .batches import mask_to_beit3_grid, mask_to_sam_frame
+    from .objectives import AttributeProbe, ReferentProbe
+    from .train import TrainConfig
 
     run = pathlib.Path(run)
     cfg = TrainConfig.from_json(run / 'train_config.json')
@@ -41,10 +42,10 @@ def diagnose(run: str | pathlib.Path, scenes: int = 30) -> dict:
     grid = mc.beit3.img_size // mc.beit3.patch_size
     attribute = referent = None
     if 'attribute' in state:
-        attribute = _AttributeProbe(mc.out_dim, mc.beit3.embed_dim).eval()
+        attribute = AttributeProbe(mc.out_dim, mc.beit3.embed_dim).eval()
         attribute.load_state_dict(state['attribute'])
     if 'referent' in state:
-        referent = _ReferentProbe(mc.beit3.embed_dim, mc.out_dim).eval()
+        referent = ReferentProbe(mc.beit3.embed_dim, mc.out_dim).eval()
         referent.load_state_dict(state['referent'])
     if attribute is None and referent is None:
         raise ValueError(f'{run / "train_state.pt"} has no attribute or referent probe: train with '

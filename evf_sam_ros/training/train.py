@@ -24,14 +24,16 @@ import random
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from evf_sam_ros.model.loading import resolve_device
 from evf_sam_ros.synthetic.splits import VAL_SEED
+
+from .batches import ImageStream, collate
+from .objectives import AttributeProbe, ReferentProbe, TextProbe, mask_losses
 
 __all__ = ['TrainConfig', 'train', 'main', 'SMALL_MODEL', 'build_model_config']
 
@@ -83,9 +85,9 @@ class TrainConfig:
     dice_weight: float = 0.5
     iou_weight: float = 1.0
     loss_size: int = 128                    # masks are compared at this size (low-res logits upsampled); 0: SAM size
-    text_aux_weight: float = 0.0            # bag-of-words loss on the prompt token (see _TextProbe); 0: off
-    referent_aux_weight: float = 0.0        # where-is-the-target losses on BEiT-3 (see _ReferentProbe); 0: off
-    attribute_aux_weight: float = 0.0       # per-location shape/colour losses, synthetic data only (see _AttributeProbe)
+    text_aux_weight: float = 0.0            # bag-of-words loss on the prompt token (see TextProbe); 0: off
+    referent_aux_weight: float = 0.0        # where-is-the-target losses on BEiT-3 (see ReferentProbe); 0: off
+    attribute_aux_weight: float = 0.0       # per-location shape/colour losses, synthetic data only (see AttributeProbe)
     freeze_sam_encoder: bool = False
     amp: str = 'auto'                       # auto (bf16/fp16 on CUDA, off on CPU) | off | bf16 | fp16
     device: str = 'auto'
@@ -120,261 +122,6 @@ def build_model_config(spec: Any, vocab_size: int | None = None):
     if vocab_size is not None:
         spec.setdefault('beit3', {})['vocab_size'] = vocab_size
     return EvfSamConfig(**spec)
-
-
-# ---- data ---------------------------------------------------------------------------------------
-
-def mask_to_sam_frame(mask: np.ndarray, info, out_size: int | None = None) -> np.ndarray:
-    """Ground-truth mask (H,W) -> soft target (S,S) float32 in the SAM input frame (resize + pad),
-    optionally area-resampled to ``out_size`` (the loss resolution)."""
-    import cv2
-    S = info.input_size
-    h, w = info.resized_size
-    m = cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
-    out = np.zeros((S, S), np.float32)
-    out[:h, :w] = m
-    if out_size and out_size != S:
-        out = cv2.resize(out, (out_size, out_size), interpolation=cv2.INTER_AREA)
-    return out
-
-
-def mask_to_beit3_grid(mask: np.ndarray, grid: int) -> np.ndarray:
-    """[H, W] mask -> [grid, grid] float32: its share of each BEiT-3 patch (BEiT-3 sees the whole image
-    squashed to a square)."""
-    import cv2
-    return cv2.resize(mask.astype(np.float32), (grid, grid), interpolation=cv2.INTER_AREA)
-
-
-def _kind_weights(curriculum: list, progress: float) -> dict[str, float]:
-    current = curriculum[0][1]
-    for start, weights in curriculum:
-        if progress >= start:
-            current = weights
-    return current
-
-
-class _ImageStream(torch.utils.data.IterableDataset):
-    """Endless preprocessed training images, each with ``prompts_per_image`` expressions."""
-
-    def __init__(self, cfg: TrainConfig, model_cfg, progress) -> None:
-        super().__init__()
-        # progress: a multiprocessing.Value the training loop updates (the curriculum follows it).
-        self.cfg, self.model_cfg, self.progress = cfg, model_cfg, progress
-
-    def __iter__(self) -> Iterator[dict]:
-        info = torch.utils.data.get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        torch.set_num_threads(1)
-        rng = np.random.default_rng([self.cfg.seed, int(self.progress.value * 1e6), wid, nw])
-        source = None if self.cfg.data == 'synthetic' else _open_source(self.cfg.data, 'train')
-        while True:
-            if source is None:
-                yield self._synthetic(rng, self.progress.value)
-            else:
-                yield self._from_dataset(rng, source)
-
-    def _prepare(self, image: np.ndarray, texts: list[str], masks: list[np.ndarray], kinds: list[str],
-                 attribute_masks: list[np.ndarray] | None = None) -> dict:
-        from evf_sam_ros.model.preprocessing import beit3_pixel_values, sam_pixel_values
-        mc = self.model_cfg
-        sam_px, info = sam_pixel_values(image, mc.behaviour.sam_resize, mc.sam_image_size)
-        beit = beit3_pixel_values(image, mc.beit3.img_size)
-        target = np.stack([mask_to_sam_frame(m, info, self.cfg.loss_size or mc.sam_image_size) for m in masks])
-        grid = mc.beit3.img_size // mc.beit3.patch_size
-        item = dict(sam=sam_px[0], beit=beit[0], target=torch.from_numpy(target), texts=texts, kinds=kinds)
-        if self.cfg.referent_aux_weight > 0:   # the target's share of each BEiT-3 patch
-            item['patches'] = torch.from_numpy(np.stack([mask_to_beit3_grid(m, grid) for m in masks]))
-        if attribute_masks is not None:   # [A] class masks -> their share of each SAM embedding / BEiT-3 cell
-            emb = mc.image_embedding_size
-            item['sam_attributes'] = torch.from_numpy(np.stack([mask_to_sam_frame(m, info, emb) for m in attribute_masks]))
-            item['beit_attributes'] = torch.from_numpy(np.stack([mask_to_beit3_grid(m, grid) for m in attribute_masks]))
-        return item
-
-    def _synthetic(self, rng: np.random.Generator, progress: float) -> dict:
-        from evf_sam_ros.synthetic.grammar import sample_expression
-        from evf_sam_ros.synthetic.scene import SceneConfig, generate_scene
-        scene = generate_scene(int(rng.integers(VAL_SEED)), SceneConfig(**self.cfg.scene))
-        weights = _kind_weights(self.cfg.curriculum, progress)
-        names = list(weights)
-        p = np.array([weights[k] for k in names], np.float64)
-        p /= p.sum()
-        texts, masks, kinds = [], [], []
-        while len(texts) < self.cfg.prompts_per_image:
-            e = None
-            for _ in range(6):
-                e = sample_expression(rng, scene, names[rng.choice(len(names), p=p)])
-                if e is not None:
-                    break
-            if e is None:
-                e = sample_expression(rng, scene, 'no_match')
-            texts.append(e.text)
-            masks.append(scene.mask(e.target))
-            kinds.append(e.kind)
-        attributes = _AttributeProbe.class_masks(scene) if self.cfg.attribute_aux_weight > 0 else None
-        return self._prepare(scene.rgb, texts, masks, kinds, attributes)
-
-    def _from_dataset(self, rng: np.random.Generator, source) -> dict:
-        for _ in range(100):
-            sample = source[int(rng.integers(len(source)))]
-            if sample.exprs:
-                break
-        else:
-            raise RuntimeError('the training data has no expressions')
-        idx = rng.choice(len(sample.exprs), self.cfg.prompts_per_image, replace=len(sample.exprs) < self.cfg.prompts_per_image)
-        ex = [sample.exprs[i] for i in idx]
-        return self._prepare(sample.image, [e.text for e in ex], [e.mask for e in ex], [e.kind for e in ex])
-
-
-def _open_source(spec: str, split: str | None):
-    from .datasets import open_dataset
-    return open_dataset(spec, default_split=split)
-
-
-def _collate(items: list[dict]) -> list[dict]:
-    return items
-
-
-# ---- losses -------------------------------------------------------------------------------------
-
-def mask_losses(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """BCE and Dice of [B,h,w] logits (upsampled to the target's [B,S,S]); also the hard IoU per mask."""
-    logits = F.interpolate(logits[:, None].float(), size=target.shape[-2:], mode='bilinear', align_corners=False)[:, 0]
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction='none').flatten(1).mean(1)
-    prob = logits.sigmoid().flatten(1)
-    t = target.flatten(1)
-    dice = 1 - (2 * (prob * t).sum(1) + 1) / (prob.sum(1) + t.sum(1) + 1)
-    with torch.no_grad():
-        pred = logits.flatten(1) > 0
-        tb = t > 0.5
-        inter = (pred & tb).sum(1).float()
-        union = (pred | tb).sum(1).float()
-        iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
-    return bce, dice, iou
-
-
-class _TextProbe(torch.nn.Module):
-    """Training-only auxiliary head: predict which words of the vocabulary the prompt contains, from the
-    *direction* of the projected [CLS] prompt token (cosine classifier with a fixed scale).
-
-    Trained from scratch, a small BEiT-3 tends to ignore the text: the prompt token is dominated by a
-    text-independent part, the decoder learns one text-independent mask, and then it has no reason to
-    look at the prompt. A plain linear probe does not help (it reads the words from tiny differences with
-    large weights); a cosine probe can only succeed if the prompt's direction changes with the words, which
-    is what the decoder needs. Not part of the exported checkpoint.
-    """
-
-    def __init__(self, dim: int, vocab: int, scale: float = 16.0) -> None:
-        super().__init__()
-        self.head = torch.nn.Linear(dim, vocab)
-        self.scale = scale
-
-    def forward(self, prompts: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        z = F.normalize(prompts[:, 0].float(), dim=-1)
-        logits = self.scale * z @ F.normalize(self.head.weight, dim=-1).T + self.head.bias
-        # softmax cross-entropy of every word of the prompt (special tokens and padding excluded); a
-        # per-word sigmoid loss would be dominated by the many easy "absent" words
-        ids = input_ids.clamp(max=logits.shape[1] - 1)
-        keep = (attention_mask > 0) & (input_ids > 2)
-        logp = F.log_softmax(logits, dim=-1).gather(1, ids)
-        return -(logp * keep).sum() / keep.sum().clamp(min=1)
-
-
-class _ReferentProbe(torch.nn.Module):
-    """Training-only auxiliary heads that say *where* the referred object is, so BEiT-3 learns to find it.
-
-    The mask loss reaches BEiT-3 only through one prompt token and the decoder; from scratch that signal
-    is too weak for words that need BEiT-3 itself to look at the image ("the leftmost box", "the cube
-    next to the red ball", "the ball" when colour does not help). Two cheap direct signals:
-    * from every BEiT-3 vision patch: the share of that patch covered by the target (BCE, soft targets);
-    * from the projected prompt token: whether a target exists (BCE) and its mask centre (L1, in the
-      SAM frame, [0, 1]), i.e. the prompt must carry the object's place, as SAM's point prompts do.
-    Not part of the exported checkpoint.
-    """
-
-    def __init__(self, beit_dim: int, prompt_dim: int) -> None:
-        super().__init__()
-        self.patch_head = torch.nn.Linear(beit_dim, 1)
-        self.prompt_head = torch.nn.Sequential(torch.nn.Linear(prompt_dim, prompt_dim), torch.nn.GELU(),
-                                               torch.nn.Linear(prompt_dim, 3))
-
-    def forward(self, features: torch.Tensor, prompts: torch.Tensor, patch_target: torch.Tensor,
-                mask_target: torch.Tensor) -> torch.Tensor:
-        # features: [B, 1 + P + T, D]; prompts: [B, 1, C]; patch_target: [B, g, g]; mask_target: [B, S, S]
-        n_patch = patch_target.shape[1] * patch_target.shape[2]
-        patch_logits = self.patch_head(features[:, 1:1 + n_patch].float())[..., 0]            # [B, P]
-        patch_loss = F.binary_cross_entropy_with_logits(patch_logits, patch_target.flatten(1))
-        out = self.prompt_head(prompts[:, 0].float())                                        # [B, 3]
-        area = mask_target.flatten(1).sum(1)
-        exists = (area > 0).float()
-        size = mask_target.shape[-1]
-        coords = (torch.arange(size, device=mask_target.device, dtype=torch.float32) + 0.5) / size
-        cx = (mask_target.sum(1) * coords).sum(1) / area.clamp(min=1e-6)                   # [B]
-        cy = (mask_target.sum(2) * coords).sum(1) / area.clamp(min=1e-6)
-        exist_loss = F.binary_cross_entropy_with_logits(out[:, 0], exists)
-        centre_err = (out[:, 1:].sigmoid() - torch.stack([cx, cy], 1)).abs().sum(1)
-        centre_loss = (centre_err * exists).sum() / exists.sum().clamp(min=1)
-        return patch_loss + exist_loss + 4.0 * centre_loss
-
-
-class _AttributeProbe(torch.nn.Module):
-    """Training-only auxiliary heads (synthetic scenes only): at every SAM image-embedding cell and every
-    BEiT-3 vision patch, which shape and which colour of object covers it (soft cross-entropy over the
-    classes plus "no object", from the class's share of the cell).
-
-    Colour words are learnt quickly because colour is already linear in the pixels; shape words are not:
-    from the mask loss alone, the SAM encoder (from scratch) learns few shape features, so "the ball" has
-    nothing to match in the image embedding. Dense shape labels give it those features directly.
-    Not part of the exported checkpoint.
-    """
-
-    def __init__(self, sam_dim: int, beit_dim: int, vocab: tuple | None = None) -> None:
-        super().__init__()
-        self.vocab = vocab or self.attribute_vocab()   # another vocab only in tests
-        self.groups = tuple(len(names) for _, names in self.vocab)   # class counts, without "none"
-        n = sum(g + 1 for g in self.groups)
-        self.sam_head = torch.nn.Conv2d(sam_dim, n, 1)
-        self.beit_head = torch.nn.Linear(beit_dim, n)
-
-    @staticmethod
-    def attribute_vocab() -> tuple[tuple[str, tuple[str, ...]], ...]:
-        """The one place that fixes the class layout: per attribute its classes (each group then gets "none")."""
-        from evf_sam_ros.synthetic.scene import COLOURS, SHAPES
-        return ('shape', tuple(SHAPES)), ('colour', tuple(COLOURS))
-
-    @staticmethod
-    def class_masks(scene) -> list[np.ndarray]:
-        """[sum(groups)] masks of the scene's pixels per class, in the heads' layout (the training targets)."""
-        return [np.isin(scene.labels, [o.index for o in scene.objects if getattr(o, attr) == name])
-                for attr, names in _AttributeProbe.attribute_vocab() for name in names]
-
-    def best_class(self, cell_logits: torch.Tensor, attribute: str) -> str:
-        """The name of the highest-scoring class of ``attribute`` ("none" left out) in one cell's [N] logits."""
-        start = 0
-        for (attr, names), g in zip(self.vocab, self.groups):
-            if attr == attribute:
-                return names[int(cell_logits[start:start + g].argmax())]
-            start += g + 1
-        raise KeyError(attribute)
-
-    def _loss(self, logits: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
-        # logits: [B, N, L] (N = sum(groups) + len(groups)); shares: [B, sum(groups), L] class shares of each cell
-        loss, i, j = 0.0, 0, 0
-        for g in self.groups:
-            part = shares[:, j:j + g]
-            target = torch.cat([part, (1 - part.sum(1, keepdim=True)).clamp(min=0)], dim=1)
-            loss = loss - (target * F.log_softmax(logits[:, i:i + g + 1], dim=1)).sum(1).mean()
-            i, j = i + g + 1, j + g
-        return loss / len(self.groups)
-
-    def forward(self, sam_embeddings: torch.Tensor, sam_shares: torch.Tensor, features: torch.Tensor,
-                beit_shares: torch.Tensor) -> torch.Tensor:
-        # sam_embeddings: [B, C, h, w]; sam_shares: [B, A, h, w]; features: [B', 1 + P + T, D] (B' = B * k
-        # prompts, image i's prompts consecutive); beit_shares: [B, A, g, g]
-        sam_logits = self.sam_head(sam_embeddings.float()).flatten(2)                       # [B, N, h*w]
-        n_patch = beit_shares.shape[-1] * beit_shares.shape[-2]
-        per_image = features[::features.shape[0] // beit_shares.shape[0], 1:1 + n_patch]     # [B, P, D]
-        beit_logits = self.beit_head(per_image.float()).transpose(1, 2)                      # [B, N, P]
-        return self._loss(sam_logits, sam_shares.flatten(2)) + self._loss(beit_logits, beit_shares.flatten(2))
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -463,15 +210,15 @@ def _aux_heads(cfg: TrainConfig, mc) -> torch.nn.ModuleDict:
     """The training-only heads the config asks for, by their train_state.pt names."""
     heads = torch.nn.ModuleDict()
     if cfg.text_aux_weight > 0:
-        heads['probe'] = _TextProbe(mc.out_dim, mc.beit3.vocab_size)
+        heads['probe'] = TextProbe(mc.out_dim, mc.beit3.vocab_size)
     if cfg.referent_aux_weight > 0:
-        heads['referent'] = _ReferentProbe(mc.beit3.embed_dim, mc.out_dim)
+        heads['referent'] = ReferentProbe(mc.beit3.embed_dim, mc.out_dim)
     if cfg.attribute_aux_weight > 0:
         if cfg.data != 'synthetic' or mc.is_sam2:
             raise ValueError(f'attribute_aux_weight > 0 needs data "synthetic" (its shape/colour labels come from the '
                              f'scene generator) and a SAM-1 layout model; got data {cfg.data!r}, '
                              f'{mc.architecture_name}. Set attribute_aux_weight to 0 for this run.')
-        heads['attribute'] = _AttributeProbe(mc.out_dim, mc.beit3.embed_dim)
+        heads['attribute'] = AttributeProbe(mc.out_dim, mc.beit3.embed_dim)
     return heads
 
 
@@ -545,8 +292,8 @@ def train(cfg: TrainConfig, out: str | pathlib.Path, resume: bool = True) -> pat
 
     progress = multiprocessing.get_context('fork' if sys.platform != 'win32' else 'spawn').Value('d', 0.0)
     progress.value = run_progress(cfg, step, elapsed_before)
-    stream = _ImageStream(cfg, mc, progress)
-    loader = torch.utils.data.DataLoader(stream, batch_size=cfg.images_per_batch, collate_fn=_collate,
+    stream = ImageStream(cfg, mc, progress)
+    loader = torch.utils.data.DataLoader(stream, batch_size=cfg.images_per_batch, collate_fn=collate,
                                          num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
                                          prefetch_factor=4 if cfg.num_workers > 0 else None)
     val_set = _validation_set(cfg)
