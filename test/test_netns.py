@@ -1,9 +1,10 @@
-"""Visible to other machines with the launch file's DEFAULTS: two network namespaces joined by a
-veth pair stand for two computers. The camera and a subscriber run in one ("the laptop", Fast DDS
-restricted to UDP as on another host: no shared memory), the node, started with `ros2 launch`
-and nothing but a model, in the other ("the robot"). Normal DDS discovery (multicast) inside the
-namespaces: ROS_AUTOMATIC_DISCOVERY_RANGE is unset there. The namespaces have no route out
-(addresses from 192.0.2.0/24, TEST-NET-1, on the veth pair only) and are deleted afterwards.
+"""Visible to other machines with the launch file's DEFAULTS (and with ``large_images:=true``): two
+network namespaces joined by a veth pair stand for two computers. The camera and a subscriber run in
+one ("the laptop", Fast DDS restricted to UDP as on another host: no shared memory), the node, started
+with `ros2 launch` and nothing but a model, in the other ("the robot"). Normal DDS discovery
+(multicast) inside the namespaces: ROS_AUTOMATIC_DISCOVERY_RANGE is unset there. The namespaces have
+no route out (addresses from 192.0.2.0/24, TEST-NET-1, on the veth pair only) and are deleted
+afterwards.
 """
 import os
 import shutil
@@ -42,8 +43,10 @@ def two_hosts():
             subprocess.run(['ip', 'netns', 'del', ns], capture_output=True, timeout=20)
 
 
+@pytest.mark.parametrize('launch_args', [[], ['large_images:=true']], ids=['defaults', 'large_images'])
 def test_node_started_with_defaults_is_visible_from_another_host(two_hosts, ros_domain_id, tmp_path,
-                                                                  tiny_checkpoint_sam1):
+                                                                  tiny_checkpoint_sam1, launch_args):
+    """With the defaults, and with the documented large-image set-up (its profile keeps UDP)."""
     if os.geteuid() != 0 or not shutil.which('ip'):
         pytest.skip('needs root and iproute2 (ip netns)')
     ros2 = Ros2Session(ros_domain_id, tmp_path)
@@ -52,7 +55,8 @@ def test_node_started_with_defaults_is_visible_from_another_host(two_hosts, ros_
     robot = ['ip', 'netns', 'exec', two_hosts['robot']]
     try:
         launch = ros2.start(robot + ['ros2', 'launch', 'evf_sam_ros', 'segment.launch.py',
-                                     f'model_path:={tiny_checkpoint_sam1}', 'device:=cpu'], 'launch')
+                                     f'model_path:={tiny_checkpoint_sam1}', 'device:=cpu', *launch_args],
+                            'launch')
         ros2.start(laptop + ['ros2', 'run', 'evf_sam_ros', 'synthetic_camera', '--ros-args',
                              '-r', '__ns:=/camera/camera', '-r', 'image:=color/image_raw',
                              '-r', 'camera_info:=color/camera_info',
