@@ -67,7 +67,7 @@ CLEAR_PHRASES = phrases(
 SAFETY_WORDS = frozenset({'stop', 'halt', 'freeze', 'abort', 'emergency', 'estop', 'e-stop', 'cancel', 'pause'})
 SAFETY_NAMED_NOUNS = frozenset({'sign', 'signs', 'button', 'buttons', 'light', 'lights', 'switch', 'key', 'bar',
                                 'block', 'lever', 'cord', 'exit', 'kit', 'pedal'})
-SAFETY_NAMED_AFTER = frozenset({'bus', 'tram', 'pit', 'door', 'full'})
+SAFETY_NAMED_AFTER = frozenset({'bus', 'tram'})   # "the bus stop"; only before the word 'stop' itself
 # Speech-to-text often drops apostrophes; read these as the contraction ("thats enough" = "that's enough").
 APOSTROPHE_LESS = {'thats': "that's", 'dont': "don't", 'doesnt': "doesn't", 'didnt': "didn't", 'cant': "can't",
                    'wont': "won't", 'im': "i'm", 'whats': "what's", 'wheres': "where's", 'isnt': "isn't",

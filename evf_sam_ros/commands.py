@@ -89,14 +89,9 @@ def interpret(transcript: str, *, delimiter: str = ';', confidence: float | None
 
 
 def _without_empty_targets(cmd: Command) -> Command:
-    """Drop "targets" that name nothing ("can you", "please do", "i want"); none left: ignore. A safety
-    word inside any target ("the red cube and stop") clears everything."""
+    """Drop "targets" that name nothing ("can you", "please do", "i want"); none left: ignore."""
     if cmd.action not in ('set', 'add'):
         return cmd
-    said = next((w for t in cmd.targets if not t.startswith(SEMANTIC_PREFIX) for w in _safety_words(t.split())),
-                None)
-    if said:
-        return Command('clear', (), '', cmd.raw, f'clear: {said!r} was said (safety words always clear)')
     kept = tuple(t for t in cmd.targets if t.startswith(SEMANTIC_PREFIX)
                  or any(w not in W.FUNCTION_WORDS for w in t.split()))
     if kept == cmd.targets:
@@ -120,7 +115,7 @@ def _safety_words(words: list[str]) -> list[str]:
         while j < len(words) and words[j] in W.SAFETY_WORDS:
             j += 1
         named = (j < len(words) and words[j] in W.SAFETY_NAMED_NOUNS) or \
-            (i > 0 and words[i - 1] in W.SAFETY_NAMED_AFTER)
+            (w == 'stop' and i > 0 and words[i - 1] in W.SAFETY_NAMED_AFTER)
         if not named:
             found.append(w)
     return found
@@ -270,6 +265,9 @@ def _interpret_clause(toks: list[str], split: bool) -> list[tuple]:
         lead.intent, lead.negated = lead2.intent or lead.intent, lead2.negated
     toks, add_tail2 = T.strip_trailing(toks)
     words = [t for t in toks if t not in (',', '.')]
+    said = _safety_words(toks)   # on the tokens: a comma between "door" and "stop" breaks a name
+    if said:
+        return [_result('clear', reason=f'clear: {said[0]!r} was said (safety words always clear)')]
     if lead.negated:
         return [_result('clear', reason='negated command: clearing targets rather than acting')]
     if not words:

@@ -123,10 +123,18 @@ class Harness:
         self._thread.start()
 
     def _spin(self):
+        from rclpy.executors import ExternalShutdownException, ShutdownException
+
+        from evf_sam_ros.ros.entry_points import spin_once   # the loop segment_node runs
+        self.spin_error = None
         try:
-            self.executor.spin()
-        except Exception:  # noqa: BLE001 - context shut down
+            while self.context.ok():
+                spin_once(self.executor, 0.25)
+        except (ShutdownException, ExternalShutdownException):
             pass
+        except Exception as exc:  # noqa: BLE001 - context shut down; kept for tests that check it
+            import traceback
+            self.spin_error = ''.join(traceback.format_exception(exc))
 
     def _cb(self, name):
         def cb(msg):

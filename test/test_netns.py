@@ -63,6 +63,8 @@ def test_node_started_with_defaults_is_visible_from_another_host(two_hosts, ros_
                              '-r', 'depth:=aligned_depth_to_color/image_raw',
                              '-p', 'width:=320', '-p', 'height:=240', '-p', 'rate:=5.0'], 'camera')
         ros2.wait_output(launch, r'active: mode=', timeout=120)
+        if launch_args:   # the large-image profile was really given to the node
+            ros2.wait_output(launch, r'large_images:=true: Fast DDS profile', timeout=5)
         ros2.until(laptop + ['ros2', 'node', 'list', '--no-daemon'],
                            lambda t: '/evf_sam/evf_sam' in t, timeout=60)
         ros2.run(laptop + ['ros2', 'topic', 'pub', '--once', '-w', '1', '/evf_sam/prompt',

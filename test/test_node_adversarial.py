@@ -256,12 +256,27 @@ def test_segment_call_in_flight_during_a_transition(ros_context, transition):
         assert not r.success and 'not active' in r.message
 
 
-def test_lifecycle_churn_while_frames_and_prompts_stream(ros_context, capfd):
+def test_lifecycle_churn_while_frames_and_prompts_stream(ros_context, capfd, monkeypatch):
     """Deactivate/activate/cleanup/configure while a 30 Hz camera and a burst of prompt commands (accepted,
     rejected, clear) keep arriving: no callback meets a destroyed publisher, no error, and the node
     segments again afterwards."""
     import threading
 
+    from evf_sam_ros.ros.outputs import Outputs
+    prompt_set, frame = Outputs.prompt_set, Outputs.frame
+    errors = []   # publishing failures of ours (rclpy only prints a callback's exception, later)
+
+    def recorded(publish, delay):
+        def wrapper(self, *args):
+            time.sleep(delay)   # widen the publish window so that a teardown overlaps it
+            try:
+                return publish(self, *args)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(repr(exc))
+                raise
+        return wrapper
+    monkeypatch.setattr(Outputs, 'prompt_set', recorded(prompt_set, 0.02))
+    monkeypatch.setattr(Outputs, 'frame', recorded(frame, 0.005))
     pred = FakePredictor(delay=0.02)
     with Harness(ros_context, predictor=pred, params={'use_depth': False, 'warmup': False,
                                                      'max_prompt_chars': 40}) as h:
@@ -289,7 +304,8 @@ def test_lifecycle_churn_while_frames_and_prompts_stream(ros_context, capfd):
             finally:
                 stop.set()
                 t.join()
-        assert h._thread.is_alive(), 'the executor died (a callback raised)'
+        assert errors == [], errors[:3]
+        assert h._thread.is_alive(), f'the executor died (a callback raised): {h.spin_error}'
         assert h.node.worker.running
         h.set_prompt('cup', 1)
         n = h.count('segmentations')

@@ -1,5 +1,6 @@
 """Bad input and faults: each gives one clear (throttled) log line, the node stays up and keeps its
 state, and the next good input is processed."""
+import re
 import time
 
 import cv2
@@ -312,18 +313,24 @@ def test_frame_loss_from_stamps_is_reported_in_diagnostics_and_the_log(ros_conte
     with Harness(ros_context, params={'use_depth': False, 'diagnostics_period': 0.2}) as h:
         assert h.wait_connected()
 
-        def warned():
+        share = re.compile(r"receiving (\d+) % of the camera's frames")
+
+        def warned():   # ~25 %; a band, as a loaded machine may lose a frame of ours too
             with h.lock:
-                return any("receiving 25 % of the camera's frames" in st.message and st.level == DiagnosticStatus.WARN
-                           for m in h.received['diagnostics'][-3:] for st in m.status)
-        deadline, i = time.monotonic() + 15.0, 0
+                statuses = [st for m in h.received['diagnostics'][-3:] for st in m.status]
+            for st in statuses:
+                found = share.search(st.message)
+                if found and 15 <= int(found.group(1)) <= 35 and st.level == DiagnosticStatus.WARN:
+                    return True
+            return False
+        deadline, i = time.monotonic() + 20.0, 0
         while time.monotonic() < deadline and not warned():
-            if i % 8 in (0, 1):   # 2 of every 8 frames arrive
+            if i % 8 in (0, 1):   # 2 of every 8 frames arrive (the stamps set the rate, not the sending)
                 ns = i * 1_000_000_000 // 30
                 h.image_pub.publish(make_image(H, W, stamp=(100 + ns // 10**9, ns % 10**9)))
-                time.sleep(0.01)
+                time.sleep(0.04)
             i += 1
         assert warned(), [st.message for m in h.received['diagnostics'][-2:] for st in m.status]
-        assert 0.7 < h.node.diagnostics_values()['image_loss'] < 0.8
-        assert "only 25 % of the camera's frames reach the node" in h.node.log.last_message['frame_loss']
+        assert 0.65 < h.node.diagnostics_values()['image_loss'] < 0.85
+        assert re.search(r"only \d+ % of the camera's frames reach the node", h.node.log.last_message['frame_loss'])
         assert 'large-image transport' in h.node.log.last_message['frame_loss']

@@ -2,6 +2,7 @@
 import os
 import pathlib
 import subprocess
+import sys
 
 import pytest
 from ament_index_python.packages import get_package_prefix, get_package_share_directory
@@ -40,7 +41,7 @@ def test_executables_and_share_files_are_installed():
 def test_ros_free_core_imports_without_rclpy():
     code = ('import sys; sys.modules["rclpy"] = None; '
             'import evf_sam_ros.model; print("ok")')
-    out = subprocess.run(['python', '-c', code], capture_output=True, text=True, cwd=REPO_ROOT)
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO_ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == 'ok'
 
@@ -50,7 +51,7 @@ def test_pipeline_geometry_and_commands_import_without_torch_or_rclpy():
     modules = ['geometry', 'pipeline', 'scheduling', 'commands', 'prompts', 'masks', 'stats', 'errors']
     code = ('import sys; sys.modules["rclpy"] = None; sys.modules["torch"] = None; '
             + '; '.join(f'import evf_sam_ros.{m}' for m in modules) + '; print("ok")')
-    out = subprocess.run(['python', '-c', code], capture_output=True, text=True, cwd=REPO_ROOT)
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO_ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == 'ok'
 

@@ -5,6 +5,22 @@ from __future__ import annotations
 import sys
 
 
+def spin_once(executor, timeout_sec: float) -> None:
+    """``executor.spin_once`` that survives rclpy's destroy race (ros2/rclpy#1284, #1206): a lifecycle
+    transition that destroys a subscription in another executor thread while this one builds its wait
+    set raises ``InvalidHandle`` from an event handler's ``add_to_wait_set``. The next wait no longer
+    includes the entity, so that one is ignored; an ``InvalidHandle`` from a callback is raised."""
+    from rclpy.exceptions import InvalidHandle
+    try:
+        executor.spin_once(timeout_sec=timeout_sec)
+    except InvalidHandle as exc:
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_name != 'add_to_wait_set':
+            tb = tb.tb_next
+        if tb is None:
+            raise
+
+
 def run_node(make_node, args=None, executor_factory=None) -> int:
     """``rclpy.init``, spin ``make_node()`` until Ctrl-C or shutdown, then tear down in the order
     rclpy needs (executor shut down before the node is destroyed, or the process aborts)."""
@@ -36,7 +52,7 @@ def run_node(make_node, args=None, executor_factory=None) -> int:
         finished = getattr(node, 'finished', None)   # set by a lifecycle node after its shutdown transition
         # short waits: a signal or the end of the node is handled within 0.25 s even with no traffic
         while rclpy.ok() and not (finished is not None and finished.is_set()):
-            executor.spin_once(timeout_sec=0.25)
+            spin_once(executor, 0.25)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

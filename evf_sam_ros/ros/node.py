@@ -267,6 +267,8 @@ class SegmentNode(LifecycleNode):
         waits at most a few seconds for a frame in the model (the process is ending anyway)."""
         self.scheduler.configure(active=False)
         self.worker.stop(timeout=3.0)
+        with self.publish_lock:   # a frame still in a slow model must not publish after destroy_node
+            self.outputs = None
         pipeline, self.pipeline = self.pipeline, None
         if pipeline is not None:
             release_predictor(pipeline, timeout=2.0)

@@ -87,7 +87,7 @@ def evaluate_predictor(predictor, dataset: Iterable, *, limit: int | None = None
         result = pipeline.run(sample.image, [e.text for e in sample.exprs],
                               depth=_scene_depth(scene) if scene is not None else None)
         for e, t in zip(sample.exprs, result.targets):
-            mask = t.mask if t.detected else np.zeros_like(t.mask)
+            mask = t.mask if score_threshold is None or t.detected else np.zeros_like(t.mask)   # raw: every mask
             acc.add(mask, e.mask, e.kind)
             if gated_settings is not None:
                 shown = t.detected and not gate(t.score, t.object_score, t.area, gated_settings,

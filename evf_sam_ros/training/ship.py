@@ -40,14 +40,14 @@ KINDS = (('all', 'all'), ('colour', 'colour'), ('colour_shape', 'colour+shape'),
 
 # (training option, name in the card, what it is): the training-only auxiliary losses
 AUX_LOSSES = (
-    ('text_aux_weight', 'word probe', """(`_TextProbe`): a cosine classifier must recognise the prompt's words from the
+    ('text_aux_weight', 'word probe', """(`objectives.TextProbe`): a cosine classifier must recognise the prompt's words from the
   *direction* of the projected [CLS] prompt token. Without it, training from scratch collapsed: the prompt
   token became text-independent and the model segmented the same objects whatever the text."""),
-    ('referent_aux_weight', 'referent probe', """(`_ReferentProbe`): from each BEiT-3 vision patch, the share of it covered by the
+    ('referent_aux_weight', 'referent probe', """(`objectives.ReferentProbe`): from each BEiT-3 vision patch, the share of it covered by the
   target; from the prompt token, whether a target exists and where its mask centre is. The mask loss
   reaches BEiT-3 only through one token and the decoder, which is too weak a signal for words that need
   BEiT-3 to look at the image (shapes, left/right, leftmost, next to, not there)."""),
-    ('attribute_aux_weight', 'attribute probe', """(`_AttributeProbe`): at every SAM image-embedding cell and every BEiT-3 patch,
+    ('attribute_aux_weight', 'attribute probe', """(`objectives.AttributeProbe`): at every SAM image-embedding cell and every BEiT-3 patch,
   which shape and which colour of object covers it. From the mask loss alone the SAM encoder learns few
   shape features, so shape words have nothing to match; dense shape labels supervise those features
   directly (`python -m evf_sam_ros.training.diagnose --run RUN` says how far they got)."""),
@@ -202,8 +202,9 @@ which is inside the object, so it includes the object's radius):
 ```
 
 The node additionally reports a target as not detected when its predicted IoU is below
-`score_threshold` ({gated['score_threshold']} by default); counting such masks as empty
-(`--score-threshold {gated['score_threshold']}`) gives:
+`score_threshold` ({gated['score_threshold']} by default), its SAM-2 object score is not above
+`object_score_threshold` or its mask is smaller than `min_mask_area`; counting such masks as empty
+(`--score-threshold {gated['score_threshold']}`, the node's gating) gives:
 
 ```
 {format_report(gated)}
