@@ -119,6 +119,7 @@ class Harness:
         self.executor = MultiThreadedExecutor(num_threads=4, context=context)
         self.executor.add_node(self.node)
         self.executor.add_node(self.tester)
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
@@ -128,7 +129,7 @@ class Harness:
         from evf_sam_ros.ros.entry_points import spin_once   # the loop segment_node runs
         self.spin_error = None
         try:
-            while self.context.ok():
+            while self.context.ok() and not self._closing.is_set():
                 spin_once(self.executor, 0.25)
         except (ShutdownException, ExternalShutdownException):
             pass
@@ -211,6 +212,7 @@ class Harness:
 
     def close(self):
         self.node.close()
+        self._closing.set()   # the spin loop leaves within one 0.25 s wait
         self.executor.shutdown(timeout_sec=2.0)
         self._thread.join(timeout=5.0)
         self.node.destroy_node()
