@@ -25,16 +25,24 @@ def run_node(make_node, args=None, executor_factory=None) -> int:
     """``rclpy.init``, spin ``make_node()`` until Ctrl-C or shutdown, then tear down in the order
     rclpy needs (executor shut down before the node is destroyed, or the process aborts)."""
     import signal
+    import threading
 
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
-    # Ctrl-C / SIGTERM become a KeyboardInterrupt in this thread, wherever it is (loading the model
-    # included), so the teardown below runs in order while the context is still valid; rclpy's own
-    # handler would shut the context down under a transition or a publishing worker.
+    # Our own Ctrl-C / SIGTERM handling (rclpy's would shut the context down under a transition or a
+    # publishing worker), so the teardown below runs in order while the context is still valid. While the
+    # node is being made (the model loads) it is a KeyboardInterrupt; once spinning, only a flag that the
+    # loop checks every 0.25 s: an exception raised at an arbitrary point of rclpy's executor could leave
+    # one of its locks held and hang the teardown.
+    stop = threading.Event()
+
     def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        if not spinning:
+            raise KeyboardInterrupt
+        stop.set()
+    spinning = False
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
     try:
@@ -49,9 +57,10 @@ def run_node(make_node, args=None, executor_factory=None) -> int:
     try:
         node = make_node()
         executor.add_node(node)
-        finished = getattr(node, 'finished', None)   # set by a lifecycle node after its shutdown transition
+        finished = getattr(node, 'finished', None) or threading.Event()   # set after a shutdown transition
+        spinning = True
         # short waits: a signal or the end of the node is handled within 0.25 s even with no traffic
-        while rclpy.ok() and not (finished is not None and finished.is_set()):
+        while rclpy.ok() and not stop.is_set() and not finished.is_set():
             spin_once(executor, 0.25)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

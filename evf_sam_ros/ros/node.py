@@ -267,8 +267,11 @@ class SegmentNode(LifecycleNode):
         waits at most a few seconds for a frame in the model (the process is ending anyway)."""
         self.scheduler.configure(active=False)
         self.worker.stop(timeout=3.0)
-        with self.publish_lock:   # a frame still in a slow model must not publish after destroy_node
-            self.outputs = None
+        # a frame still in a slow model must not publish after destroy_node; bounded (the process is ending)
+        locked = self.publish_lock.acquire(timeout=2.0)
+        self.outputs = None
+        if locked:
+            self.publish_lock.release()
         pipeline, self.pipeline = self.pipeline, None
         if pipeline is not None:
             release_predictor(pipeline, timeout=2.0)
