@@ -105,9 +105,8 @@ def _without_empty_targets(cmd: Command) -> Command:
     return Command(cmd.action, kept, cmd.intent, cmd.raw, _describe(cmd.action, kept, cmd.intent))
 
 
-def _safety_words(words: list[str]) -> list[str]:
-    """Safety words in a target that do not name a thing ("stop" in "the stop sign" names one)."""
-    found = []
+def _safety_word(words: list[str]) -> str | None:
+    """The first safety word that does not name a thing ("stop" in "the stop sign" names one), or None."""
     for i, w in enumerate(words):
         if w not in W.SAFETY_WORDS:
             continue
@@ -117,8 +116,8 @@ def _safety_words(words: list[str]) -> list[str]:
         named = (j < len(words) and words[j] in W.SAFETY_NAMED_NOUNS) or \
             (w == 'stop' and i > 0 and words[i - 1] in W.SAFETY_NAMED_AFTER)
         if not named:
-            found.append(w)
-    return found
+            return w
+    return None
 
 
 def visible_text(text: str) -> str:
@@ -265,9 +264,9 @@ def _interpret_clause(toks: list[str], split: bool) -> list[tuple]:
         lead.intent, lead.negated = lead2.intent or lead.intent, lead2.negated
     toks, add_tail2 = T.strip_trailing(toks)
     words = [t for t in toks if t not in (',', '.')]
-    said = _safety_words(toks)   # on the tokens: a comma between "door" and "stop" breaks a name
+    said = _safety_word(toks)   # on the tokens: a comma between "door" and "stop" breaks a name
     if said:
-        return [_result('clear', reason=f'clear: {said[0]!r} was said (safety words always clear)')]
+        return [_result('clear', reason=f'clear: {said!r} was said (safety words always clear)')]
     if lead.negated:
         return [_result('clear', reason='negated command: clearing targets rather than acting')]
     if not words:

@@ -42,18 +42,13 @@ def evaluation_settings(score_threshold: float | None) -> PipelineSettings:
     return PipelineSettings(score_threshold=score_threshold)
 
 
-def _scene_depth(scene):
-    """The pipeline's depth source for a synthetic scene (metric float depth, exact intrinsics)."""
-    return lambda: (DepthFrame(scene.depth, 1.0), scene.intrinsics, '')
-
-
-def centroid_errors(target: Target, scene, index: int, settings: PipelineSettings
+def centroid_errors(target: Target, scene, index: int, depth: DepthFrame, settings: PipelineSettings
                     ) -> tuple[float | None, float | None]:
     """(error vs GT-mask surface centroid, error vs true object centre) in metres; None if no centroid."""
     if not target.has_position:
         return None, None
     p = np.array(target.centroid3d.position)
-    g = mask_centroid_3d(scene.mask(index), DepthFrame(scene.depth, 1.0), scene.intrinsics, settings)
+    g = mask_centroid_3d(scene.mask(index), depth, scene.intrinsics, settings)
     surface = float(np.linalg.norm(p - np.array(g.position))) if g.ok else None
     centre = float(np.linalg.norm(p - scene.objects[index].center_cam))
     return surface, centre
@@ -84,17 +79,17 @@ def evaluate_predictor(predictor, dataset: Iterable, *, limit: int | None = None
         if not sample.exprs:
             continue
         scene = sample.scene if with_centroids else None
+        depth = DepthFrame(scene.depth, 1.0) if scene is not None else None   # metric float depth
         result = pipeline.run(sample.image, [e.text for e in sample.exprs],
-                              depth=_scene_depth(scene) if scene is not None else None)
+                              depth=(lambda: (depth, scene.intrinsics, '')) if scene is not None else None)
         for e, t in zip(sample.exprs, result.targets):
             mask = t.mask if score_threshold is None or t.detected else np.zeros_like(t.mask)   # raw: every mask
             acc.add(mask, e.mask, e.kind)
             if gated_settings is not None:
-                shown = t.detected and not gate(t.score, t.object_score, t.area, gated_settings,
-                                                pipeline.has_object_score)
+                shown = not gate(t.score, t.object_score, t.area, gated_settings, pipeline.has_object_score)
                 acc_gated.add(mask if shown else np.zeros_like(mask), e.mask, e.kind)
             if scene is not None and e.target is not None:
-                s, c = centroid_errors(t, scene, e.target, settings)
+                s, c = centroid_errors(t, scene, e.target, depth, settings)
                 if s is not None:
                     cerr[e.kind].append(s)
                     cerr_centre[e.kind].append(c)

@@ -19,6 +19,8 @@ import sys
 
 import numpy as np
 
+from evf_sam_ros.pipeline import PipelineSettings, gate   # the node's own gating
+
 __all__ = ['command_outcomes', 'sweep', 'main']
 
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(19))   # 0.0 .. 0.9
@@ -50,7 +52,6 @@ def command_outcomes(predictor, n_scenes: int, width: int = 640, height: int = 4
 
 
 def _right(o: dict, threshold: float) -> bool:
-    from evf_sam_ros.pipeline import PipelineSettings, gate   # the node's own gating
     settings = PipelineSettings(score_threshold=threshold, min_mask_area=o['min_mask_area'])
     detected = not gate(o['score'], o.get('object_score'), o['area'], settings, o.get('has_object_score', False))
     return (detected and o['iou'] >= 0.5) if o['has_target'] else not detected
